@@ -1,0 +1,239 @@
+"""Ingest load generator: single-event req/s (p50/p99) and batched events/s on loopback.
+
+By default it starts its own ingest server (uvicorn, one worker) in a subprocess whose
+publisher acknowledges in memory, so the figures measure the HTTP edge + mapping. Point
+`--target` at a server wired to real Kafka (acks=all) for the real figures; pass the
+server's pid with `--server-pid` to get its CPU too.
+
+Examples:
+  uv run --frozen python bench/ingest.py                       # self-hosted server, 10 s each
+  uv run --frozen python bench/ingest.py --target http://127.0.0.1:8000 --write-key KEY
+Results are printed and written to bench/results/ingest.json. The load generator's own
+CPU time is reported (it shares the 2 cores with the server, so it matters).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+RESULTS = Path(__file__).parent / "results" / "ingest.json"
+DEV_KEY = "bench-write-key"
+
+
+def serve(port: int) -> None:
+    """The self-hosted server: ingest router, in-memory acknowledging publisher."""
+    import uvicorn
+    from fastapi import FastAPI
+
+    from relance_ingest.adapters.memory_carts import InMemoryCartStore
+    from relance_ingest.http.router import build_router
+    from relance_ingest.settings import IngestSettings
+    from relance_ingest.wiring import install_body_limits, make_deps
+    from relance_runtime.auth import StaticKeyStore
+    from relance_runtime.clock import SystemClock
+    from relance_runtime.tokens import TokenSigner
+
+    class CountingPublisher:
+        def __init__(self) -> None:
+            self.count = 0
+
+        async def publish(self, events: Sequence[Any]) -> None:
+            self.count += len(events)
+
+        async def publish_raw(self, messages: Sequence[Any]) -> None:
+            self.count += len(messages)
+
+    settings = IngestSettings(rate_per_s=10_000_000, rate_burst=10_000_000)
+    deps = make_deps(
+        settings,
+        publisher=CountingPublisher(),
+        carts=InMemoryCartStore(),
+        keys=StaticKeyStore.from_settings(f"bench:{DEV_KEY}", ""),
+        signer=TokenSigner.from_setting("k1:" + "b" * 32),
+        clock=SystemClock(),
+    )
+    app = FastAPI()
+    app.include_router(build_router(deps))
+    install_body_limits(app, settings)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+def _message(i: int) -> dict[str, Any]:
+    return {
+        "type": "track",
+        "messageId": str(uuid.uuid4()),
+        "userId": f"u{i % 5000}",  # ids vary so nothing is cached along the way
+        "event": "Order Completed",
+        "properties": {"order_id": f"o{i}", "total": 42.5, "currency": "EUR"},
+        "timestamp": datetime.now(UTC).isoformat(),
+    }
+
+
+class _Connection:
+    """A minimal keep-alive HTTP/1.1 client: httpx costs more CPU than the server under test."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    async def post(self, request: bytes) -> int:
+        self.writer.write(request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        await self.reader.readexactly(length)
+        return status
+
+
+def _request(host: str, path: str, auth: str, body: bytes) -> bytes:
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Basic {auth}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+async def _run(
+    url: str, key: str, *, batch: int, concurrency: int, duration_s: float
+) -> dict[str, Any]:
+    latencies: list[float] = []
+    errors = 0
+    host = url.removeprefix("http://").rstrip("/")
+    address, port = host.split(":")
+    auth = base64.b64encode(f"{key}:".encode()).decode()
+    deadline = time.perf_counter() + duration_s
+
+    async def worker(w: int) -> None:
+        nonlocal errors
+        connection = _Connection(*await asyncio.open_connection(address, int(port)))
+        i = w * 1_000_000
+        while time.perf_counter() < deadline:
+            if batch == 1:
+                request = _request(host, "/v1/track", auth, orjson.dumps(_message(i)))
+            else:
+                items = [_message(i + j) for j in range(batch)]
+                request = _request(host, "/v1/batch", auth, orjson.dumps({"batch": items}))
+            i += batch
+            started = time.perf_counter()
+            status = await connection.post(request)
+            latencies.append(time.perf_counter() - started)
+            if status != 200:
+                errors += 1
+        connection.writer.close()
+
+    cpu_before = resource.getrusage(resource.RUSAGE_SELF)
+    wall = time.perf_counter()
+    await asyncio.gather(*(worker(w) for w in range(concurrency)))
+    wall = time.perf_counter() - wall
+    cpu_after = resource.getrusage(resource.RUSAGE_SELF)
+    latencies.sort()
+    requests = len(latencies)
+    cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
+    return {
+        "batch_size": batch,
+        "concurrency": concurrency,
+        "seconds": round(wall, 2),
+        "requests": requests,
+        "errors": errors,
+        "requests_per_s": round(requests / wall, 1),
+        "events_per_s": round(requests * batch / wall, 1),
+        "p50_ms": round(statistics.median(latencies) * 1000, 2) if latencies else None,
+        "p99_ms": round(latencies[int(0.99 * (requests - 1))] * 1000, 2) if latencies else None,
+        "load_generator_cpu_s": round(cpu, 2),
+        "load_generator_cpu_share": round(cpu / wall, 2),
+    }
+
+
+def _cpu_of(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--target", help="ingest base URL; default: start a local server")
+    parser.add_argument("--write-key", default=DEV_KEY, help="write key for --target")
+    parser.add_argument("--server-pid", type=int, help="pid of --target, to report its CPU")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per scenario")
+    parser.add_argument("--concurrency", type=int, default=32, help="connections, single events")
+    parser.add_argument("--batch-concurrency", type=int, default=8, help="connections, batches")
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--serve", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve)
+        return
+
+    server: subprocess.Popen[bytes] | None = None
+    url, pid = args.target, args.server_pid
+    if url is None:
+        port = _free_port()
+        server = subprocess.Popen([sys.executable, __file__, "--serve", str(port)])
+        url, pid = f"http://127.0.0.1:{port}", server.pid
+        for _ in range(100):
+            try:
+                httpx.get(f"{url}/docs", timeout=0.5)
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+    try:
+        results: dict[str, Any] = {"target": url, "self_hosted_server": server is not None}
+        for name, batch, conc in (
+            ("single", 1, args.concurrency),
+            ("batched", args.batch_size, args.batch_concurrency),
+        ):
+            server_cpu = _cpu_of(pid) if pid else None
+            figures = asyncio.run(
+                _run(url, args.write_key, batch=batch, concurrency=conc, duration_s=args.duration)
+            )
+            if pid and server_cpu is not None:
+                figures["server_cpu_s"] = round(_cpu_of(pid) - server_cpu, 2)
+            results[name] = figures
+            print(
+                f"{name:8} {figures['requests_per_s']:>9} req/s {figures['events_per_s']:>10}"
+                f" events/s  p50 {figures['p50_ms']} ms  p99 {figures['p99_ms']} ms"
+                f"  errors {figures['errors']}"
+                f"  load-generator CPU {figures['load_generator_cpu_s']}"
+                f" s ({figures['load_generator_cpu_share']:.0%} of a core)"
+                + (f"  server CPU {figures['server_cpu_s']} s" if "server_cpu_s" in figures else "")
+            )
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"written to {args.output}")
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""The versioned envelope every event travels in."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, NewType
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+EventId = NewType("EventId", uuid.UUID)
+ShopId = NewType("ShopId", str)
+ContactKey = NewType("ContactKey", str)
+
+# Namespace for deterministic event ids (uuid5): the same input always maps to the same id,
+# which is what makes a retried ingest or a replayed handler idempotent downstream.
+RELANCE_NAMESPACE = uuid.UUID("6f0d3c1e-5b7a-4c57-9a51-2f3e1c9d8b40")
+
+
+def deterministic_id(*parts: str) -> uuid.UUID:
+    """A stable UUID for a tuple of strings (joined with a separator no part may contain)."""
+    return uuid.uuid5(RELANCE_NAMESPACE, "\x1f".join(parts))
+
+
+def _require_utc(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("timestamp must carry a timezone")
+    return value
+
+
+AwareDatetime = Annotated[datetime, AfterValidator(_require_utc)]
+
+
+class TraceContext(BaseModel):
+    """W3C trace context, so one trace spans ingest -> ... -> sender."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    traceparent: str = Field(max_length=128)
+    tracestate: str | None = Field(default=None, max_length=512)
+
+
+class Envelope(BaseModel):
+    """Metadata common to every event; the payload model says what happened.
+
+    `event_id` is the idempotency key: consumers record it in an inbox table in the same
+    transaction as the effect, so redelivery never applies an event twice.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    event_id: uuid.UUID
+    type: str = Field(min_length=1, max_length=64)
+    schema_version: int = Field(ge=1)
+    occurred_at: AwareDatetime
+    received_at: AwareDatetime
+    shop_id: str = Field(min_length=1, max_length=64)
+    contact_key: str = Field(min_length=1, max_length=256)
+    source: str = Field(min_length=1, max_length=64)
+    trace: TraceContext | None = None
+
+    @property
+    def partition_key(self) -> bytes:
+        """Kafka key: one contact of one shop always lands on the same partition."""
+        return f"{self.shop_id}\x1f{self.contact_key}".encode()

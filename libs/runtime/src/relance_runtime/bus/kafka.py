@@ -1,0 +1,308 @@
+"""The Kafka adapter, on aiokafka.
+
+Producer: `acks="all"` and idempotence on (aiokafka's defaults are acks=1, no idempotence).
+Publishing never retries at the application level (that would duplicate): the producer's
+own retries are idempotent, and a failure surfaces as `BusUnavailable`.
+
+Consumers: auto-commit off; offsets are committed explicitly as `{tp: last + 1}` once the
+handler's effect is durable. A commit after a rebalance raises `RebalancedAway`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka import TopicPartition as KafkaTopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalStateError,
+    KafkaConnectionError,
+    KafkaError,
+    TopicAlreadyExistsError,
+)
+
+from relance_events import Event
+from relance_runtime.bus.messages import TopicNames, partition_for, to_message
+from relance_runtime.bus.ports import BusConsumer, OutgoingMessage, Record, TopicPartition
+from relance_runtime.errors import BusUnavailable, RebalancedAway, TransientError
+
+log = logging.getLogger(__name__)
+
+
+class KafkaBus:
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        client_id: str = "relance",
+        names: TopicNames | None = None,
+        linger_ms: int = 2,
+        request_timeout_ms: int = 15_000,
+        delivery_timeout_s: float = 30.0,
+        session_timeout_ms: int = 10_000,
+    ) -> None:
+        self._bootstrap = bootstrap
+        self._client_id = client_id
+        self.names = names or TopicNames()
+        self._linger_ms = linger_ms
+        self._request_timeout_ms = request_timeout_ms
+        self._delivery_timeout_s = delivery_timeout_s
+        self._producer: AIOKafkaProducer | None = None
+        self._failures_in_a_row = 0
+        self._session_timeout_ms = session_timeout_ms
+
+    async def start(self) -> None:
+        await self._start_producer()
+
+    async def _start_producer(self) -> None:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self._bootstrap,
+            client_id=self._client_id,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=self._linger_ms,
+            max_batch_size=256 * 1024,
+            request_timeout_ms=self._request_timeout_ms,
+        )
+        try:
+            await producer.start()
+        except KafkaError as exc:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+            raise BusUnavailable(f"Kafka at {self._bootstrap} is unreachable: {exc}") from exc
+        self._producer = producer
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+    async def ensure_topics(self) -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap, client_id=self._client_id)
+        try:
+            await admin.start()
+        except KafkaError as exc:
+            raise BusUnavailable(f"Kafka at {self._bootstrap} is unreachable: {exc}") from exc
+        try:
+            existing = set(await admin.list_topics())
+            wanted = [
+                NewTopic(
+                    name=name,
+                    num_partitions=topic.partitions,
+                    replication_factor=1,
+                    topic_configs={"retention.ms": str(topic.retention_ms)},
+                )
+                for name, topic in self.names.all()
+                if name not in existing
+            ]
+            if wanted:
+                with contextlib.suppress(TopicAlreadyExistsError):
+                    await admin.create_topics(wanted)
+                log.info("topics created", extra={"topics": [t.name for t in wanted]})
+            await self._wait_for_leaders(admin, [name for name, _ in self.names.all()])
+        finally:
+            await admin.close()
+
+    async def _wait_for_leaders(self, admin: AIOKafkaAdminClient, topics: list[str]) -> None:
+        """New partitions take a moment to elect a leader; publishing before that retries."""
+        for _ in range(100):
+            described = await admin.describe_topics(topics)
+            if all(
+                t.get("error_code", 0) == 0
+                and t.get("partitions")
+                and all(p.get("leader", -1) >= 0 for p in t["partitions"])
+                for t in described
+            ):
+                return
+            await asyncio.sleep(0.1)
+        raise BusUnavailable(f"partitions of {topics} have no leader after 10 s")
+
+    async def publish(self, events: Sequence[Event[Any]]) -> None:
+        await self.publish_raw([to_message(event, self.names) for event in events])
+
+    async def publish_raw(self, messages: Sequence[OutgoingMessage]) -> None:
+        if not messages:
+            return
+        producer = await self._live_producer()
+        try:
+            futures = await self._send_batches(producer, messages)
+            await asyncio.wait_for(asyncio.gather(*futures), timeout=self._delivery_timeout_s)
+        except (KafkaError, TimeoutError) as exc:
+            self._failures_in_a_row += 1
+            raise BusUnavailable(f"Kafka did not acknowledge the batch: {exc!r}") from exc
+        self._failures_in_a_row = 0
+
+    async def _send_batches(
+        self, producer: AIOKafkaProducer, messages: Sequence[OutgoingMessage]
+    ) -> list[asyncio.Future[Any]]:
+        """One record batch per partition instead of one future per message.
+
+        Partitions are chosen with Kafka's default partitioner, so a key lands where it
+        would with `send()`; order within a partition is the order of `messages`.
+        """
+        by_partition: dict[tuple[str, int], list[OutgoingMessage]] = {}
+        counts: dict[str, int] = {}
+        for i, m in enumerate(messages):
+            if m.topic not in counts:
+                counts[m.topic] = len(await producer.partitions_for(m.topic))
+            key = (m.topic, partition_for(m.key, counts[m.topic], i))
+            by_partition.setdefault(key, []).append(m)
+        futures: list[asyncio.Future[Any]] = []
+        for (topic, partition), batch_messages in by_partition.items():
+            batch = producer.create_batch()
+            for m in batch_messages:
+                if (
+                    batch.append(key=m.key, value=m.value, timestamp=None, headers=list(m.headers))
+                    is None
+                ):
+                    batch.close()
+                    futures.append(await producer.send_batch(batch, topic, partition=partition))
+                    batch = producer.create_batch()
+                    if (
+                        batch.append(
+                            key=m.key, value=m.value, timestamp=None, headers=list(m.headers)
+                        )
+                        is None
+                    ):
+                        raise BusUnavailable("a message is larger than the producer's batch size")
+            batch.close()
+            futures.append(await producer.send_batch(batch, topic, partition=partition))
+        return futures
+
+    async def _live_producer(self) -> AIOKafkaProducer:
+        # aiokafka #1017: an idempotent producer can wedge after a broker outage
+        # (OutOfOrderSequenceNumber); after repeated failures, start a fresh one.
+        if self._producer is not None and self._failures_in_a_row >= 3:
+            log.warning("re-creating the Kafka producer after repeated failures")
+            old, self._producer = self._producer, None
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(old.stop(), timeout=5)
+            self._failures_in_a_row = 0
+        if self._producer is None:
+            await self._start_producer()
+        assert self._producer is not None
+        return self._producer
+
+    async def ping(self) -> bool:
+        if self._producer is None or self._failures_in_a_row > 0:
+            return False
+        client = self._producer.client
+        try:
+            return bool(await asyncio.wait_for(client.fetch_all_metadata(), timeout=3))
+        except (KafkaError, TimeoutError):
+            return False
+
+    def consumer(self, group: str, topics: Sequence[str]) -> BusConsumer:
+        return KafkaConsumer(
+            self._bootstrap,
+            group=self.names.group(group),
+            topics=list(topics),
+            client_id=self._client_id,
+            session_timeout_ms=self._session_timeout_ms,
+        )
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, owner: KafkaConsumer) -> None:
+        self._owner = owner
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        log.info(
+            "partitions revoked",
+            extra={"group": self._owner.group, "partitions": sorted(map(str, revoked))},
+        )
+        self._owner.generation += 1
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        log.info(
+            "partitions assigned",
+            extra={"group": self._owner.group, "partitions": sorted(map(str, assigned))},
+        )
+
+
+class KafkaConsumer:
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        group: str,
+        topics: list[str],
+        client_id: str,
+        session_timeout_ms: int = 10_000,
+    ) -> None:
+        self.group = group
+        self.generation = 0
+        self._stopped = False
+        self._topics = topics
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=group,
+            client_id=client_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_uncommitted",
+            session_timeout_ms=session_timeout_ms,
+            heartbeat_interval_ms=min(1_000, session_timeout_ms // 3),
+            max_poll_interval_ms=300_000,
+            fetch_max_wait_ms=50,
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+        )
+
+    async def start(self) -> None:
+        self._consumer.subscribe(self._topics, listener=_Listener(self))
+        try:
+            await self._consumer.start()
+        except KafkaError as exc:
+            raise TransientError(f"Kafka consumer could not start: {exc}") from exc
+
+    async def poll(self, *, max_records: int, timeout_s: float) -> list[Record]:
+        try:
+            batches = await self._consumer.getmany(
+                timeout_ms=int(timeout_s * 1000), max_records=max_records
+            )
+        except KafkaConnectionError as exc:
+            raise TransientError(f"Kafka fetch failed: {exc}") from exc
+        records: list[Record] = []
+        for tp, messages in batches.items():
+            for m in messages:
+                records.append(
+                    Record(
+                        topic=tp.topic,
+                        partition=tp.partition,
+                        offset=m.offset,
+                        key=m.key,
+                        value=m.value if m.value is not None else b"",
+                        headers=tuple((k, bytes(v)) for k, v in (m.headers or ())),
+                        timestamp_ms=m.timestamp,
+                    )
+                )
+        return records
+
+    async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        if not offsets:
+            return
+        try:
+            await self._consumer.commit(
+                {KafkaTopicPartition(tp.topic, tp.partition): o for tp, o in offsets.items()}
+            )
+        except (CommitFailedError, IllegalStateError) as exc:
+            raise RebalancedAway(f"commit refused, partitions moved: {exc}") from exc
+        except KafkaError as exc:
+            raise TransientError(f"commit failed: {exc}") from exc
+
+    async def stop(self) -> None:
+        self._stopped = True
+        await self._consumer.stop()
+
+    def assignment(self) -> frozenset[TopicPartition]:
+        if self._stopped:
+            return frozenset()
+        return frozenset(
+            TopicPartition(tp.topic, tp.partition) for tp in self._consumer.assignment()
+        )

@@ -1,0 +1,37 @@
+"""Which topics each service reads, under which consumer group."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from relance_events import topics
+
+ServiceName = Literal["ingest", "segmentation", "orchestrator", "sender", "feedback"]
+SERVICE_NAMES: Final[tuple[ServiceName, ...]] = (
+    "ingest",
+    "segmentation",
+    "orchestrator",
+    "sender",
+    "feedback",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    group: str
+    topics: tuple[topics.Topic, ...]
+
+
+SUBSCRIPTIONS: Final[dict[ServiceName, tuple[Subscription, ...]]] = {
+    "ingest": (),
+    "segmentation": (Subscription("segmentation", (topics.EVENTS, topics.MESSAGE_STATUS)),),
+    "orchestrator": (
+        Subscription(
+            "orchestrator",
+            (topics.EVENTS, topics.SEGMENTS, topics.MESSAGE_STATUS),
+        ),
+    ),
+    "sender": (Subscription("sender", (topics.MESSAGE_REQUESTS, topics.EVENTS)),),
+    "feedback": (Subscription("feedback", (topics.EVENTS,)),),
+}

@@ -1,0 +1,143 @@
+"""OpenTelemetry tracing and structured JSON logs carrying trace ids.
+
+W3C trace context travels in the event envelope and in Kafka headers, so one trace spans
+ingest -> segmentation -> orchestrator -> sender.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SimpleSpanProcessor,
+    SpanExporter,
+)
+
+from relance_events import Event, TraceContext
+
+TRACER_NAME = "relance"
+
+_STANDARD_RECORD_FIELDS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
+def configure_tracing(
+    service_name: str,
+    exporter: str,
+    endpoint: str | None = None,
+    *,
+    extra_processor: SpanProcessor | None = None,
+) -> TracerProvider:
+    """Install this process's tracer provider (once, from the composition root)."""
+    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+    span_exporter: SpanExporter | None = None
+    if exporter == "console":
+        span_exporter = ConsoleSpanExporter(out=sys.stderr)
+    elif exporter == "otlp":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        span_exporter = OTLPSpanExporter(endpoint=endpoint) if endpoint else OTLPSpanExporter()
+    if span_exporter is not None:
+        provider.add_span_processor(BatchSpanProcessor(span_exporter))
+    if extra_processor is not None:
+        provider.add_span_processor(extra_processor)
+    trace.set_tracer_provider(provider)
+    return provider
+
+
+def simple_processor(exporter: SpanExporter) -> SpanProcessor:
+    return SimpleSpanProcessor(exporter)
+
+
+def tracer() -> trace.Tracer:
+    return trace.get_tracer(TRACER_NAME)
+
+
+def current_trace_context() -> TraceContext | None:
+    """The active span's context, to stamp on events produced now."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    parent = carrier.get("traceparent")
+    if parent is None:
+        return None
+    return TraceContext(traceparent=parent, tracestate=carrier.get("tracestate"))
+
+
+@contextlib.contextmanager
+def event_span(name: str, event: Event[Any], **attributes: Any) -> Iterator[trace.Span]:
+    """A span for handling `event`, child of the span that produced it."""
+    carrier: dict[str, str] = {}
+    if event.trace is not None:
+        carrier["traceparent"] = event.trace.traceparent
+        if event.trace.tracestate:
+            carrier["tracestate"] = event.trace.tracestate
+    parent_ctx = propagate.extract(carrier)
+    token = otel_context.attach(parent_ctx)
+    try:
+        with tracer().start_as_current_span(
+            name,
+            attributes={
+                "relance.event_id": str(event.event_id),
+                "relance.event_type": event.type,
+                "relance.shop_id": event.shop_id,
+                **{k: v for k, v in attributes.items() if v is not None},
+            },
+        ) as span:
+            yield span
+    finally:
+        otel_context.detach(token)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, with the active trace and span ids."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        span_context = trace.get_current_span().get_span_context()
+        if span_context.is_valid:
+            line["trace_id"] = format(span_context.trace_id, "032x")
+            line["span_id"] = format(span_context.span_id, "016x")
+        for key, value in vars(record).items():
+            if key not in _STANDARD_RECORD_FIELDS and key != "color_message":
+                line[key] = value
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+def configure_logging(level: str = "INFO", fmt: str = "json", service: str | None = None) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for noisy in ("aiokafka", "kafka", "uvicorn.access", "pgserver"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if service:
+        old_factory = logging.getLogRecordFactory()
+
+        def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+            record = old_factory(*args, **kwargs)
+            record.service = service
+            return record
+
+        logging.setLogRecordFactory(factory)

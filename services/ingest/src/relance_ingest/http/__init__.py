@@ -1,0 +1,1 @@
+"""HTTP edge of ingest: the router, the body-limit middleware and OpenAPI schemas."""

@@ -1,0 +1,18 @@
+"""The orchestrator service as its own FastAPI app (`relance serve orchestrator`)."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from relance_orchestrator.bootstrap import build, configure_app
+from relance_runtime.host import create_host_app
+from relance_runtime.settings import CommonSettings
+
+
+def create_app(common: CommonSettings | None = None) -> FastAPI:
+    return create_host_app(
+        common or CommonSettings(),
+        {"orchestrator": build},
+        title="Relance orchestrator",
+        app_hooks=[configure_app],
+    )

@@ -1,0 +1,139 @@
+"""Per-contact state, and every allowed transition kept in tables (h11 style).
+
+An action missing from a table raises `IllegalTransition`; states are immutable, so a
+raise leaves the caller's state as it was.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from relance_orchestrator.domain.errors import IllegalTransition
+from relance_orchestrator.domain.facts import ContactFacts
+
+StepStatus = Literal["waiting", "scheduled", "sent", "skipped", "dropped"]
+StepAction = Literal["schedule", "hold", "send", "skip", "drop"]
+InstanceStatus = Literal["active", "finished"]
+InstanceAction = Literal["advance", "finish"]
+FinishReason = Literal["completed", "goal_reached", "restarted", "expired"]
+
+STEP_TRANSITIONS: Final[dict[tuple[StepStatus, StepAction], StepStatus]] = {
+    ("waiting", "schedule"): "scheduled",
+    ("waiting", "skip"): "skipped",  # an event step whose window closed unanswered
+    ("scheduled", "hold"): "scheduled",
+    ("scheduled", "send"): "sent",
+    ("scheduled", "skip"): "skipped",
+    ("scheduled", "drop"): "dropped",
+}
+INSTANCE_TRANSITIONS: Final[dict[tuple[InstanceStatus, InstanceAction], InstanceStatus]] = {
+    ("active", "advance"): "active",
+    ("active", "finish"): "finished",
+}
+SETTLED: Final[frozenset[StepStatus]] = frozenset({"sent", "skipped", "dropped"})
+
+
+def step_transition(status: StepStatus, action: StepAction) -> StepStatus:
+    try:
+        return STEP_TRANSITIONS[(status, action)]
+    except KeyError:
+        raise IllegalTransition(f"step cannot {action} when {status}") from None
+
+
+def instance_transition(status: InstanceStatus, action: InstanceAction) -> InstanceStatus:
+    try:
+        return INSTANCE_TRANSITIONS[(status, action)]
+    except KeyError:
+        raise IllegalTransition(f"plan instance cannot {action} when {status}") from None
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class StepRecord(_Frozen):
+    status: StepStatus = "waiting"
+    due_at: datetime | None = None
+    first_due_at: datetime | None = None
+    settled_at: datetime | None = None
+    message_id: str | None = None
+    variant: str | None = None
+
+    def apply(self, action: StepAction, **update: object) -> StepRecord:
+        return self.model_copy(update={"status": step_transition(self.status, action), **update})
+
+
+class Instance(_Frozen):
+    plan: str
+    key: str
+    instance_id: str
+    started_at: datetime
+    anchor_at: datetime
+    status: InstanceStatus = "active"
+    steps: dict[str, StepRecord]
+    cart_id: str | None = None
+    order_id: str | None = None
+    coupon: str | None = None
+    coupon_expires_at: datetime | None = None
+    window_until: datetime | None = None
+
+    @property
+    def sent_any(self) -> bool:
+        return any(r.status == "sent" for r in self.steps.values())
+
+    @property
+    def next_at(self) -> datetime | None:
+        """When this instance next needs a wake-up."""
+        times = [r.due_at for r in self.steps.values() if r.status == "scheduled" and r.due_at]
+        if self.window_until is not None and any(
+            r.status == "waiting" for r in self.steps.values()
+        ):
+            times.append(self.window_until)
+        return min(times) if times else None
+
+    def with_step(self, name: str, record: StepRecord) -> Instance:
+        instance_transition(self.status, "advance")
+        return self.model_copy(update={"steps": {**self.steps, name: record}})
+
+
+class HistoryEntry(_Frozen):
+    key: str
+    started_at: datetime
+
+
+class PlanState(_Frozen):
+    plan: str
+    instances: dict[str, Instance] = Field(default_factory=dict)
+    history: tuple[HistoryEntry, ...] = ()
+
+
+class ContactState(_Frozen):
+    shop_id: str
+    contact_key: str
+    facts: ContactFacts
+    plans: dict[str, PlanState] = Field(default_factory=dict)
+
+    @classmethod
+    def new(cls, shop_id: str, contact_key: str) -> ContactState:
+        return cls(
+            shop_id=shop_id, contact_key=contact_key, facts=ContactFacts(contact_key=contact_key)
+        )
+
+    def plan_state(self, plan: str) -> PlanState:
+        return self.plans.get(plan) or PlanState(plan=plan)
+
+    def wakeups(self) -> dict[str, datetime]:
+        """The wake-up each active instance needs, by wake-up key."""
+        out: dict[str, datetime] = {}
+        for plan_state in self.plans.values():
+            for instance in plan_state.instances.values():
+                at = instance.next_at
+                if at is not None:
+                    out[wakeup_key(instance.plan, instance.key)] = at
+        return out
+
+
+def wakeup_key(plan: str, instance_key: str) -> str:
+    return f"{plan}/{instance_key}"

@@ -1,0 +1,205 @@
+"""Backtest core: the real engine on a virtual clock with in-memory timers.
+
+`Simulation` is what the service does (decide, then carry out the commands) minus
+Kafka and PostgreSQL: timers live in a heap and fire in (due time, contact, key) order, so
+the same input always gives the same sends. `simulate_segment_file` feeds it Segment-format
+JSONL; the `relance simulate` command wraps that.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from relance_events import Event
+from relance_events.segment_spec import CartBook, SegmentValidationError, segment_to_events
+from relance_orchestrator.domain.commands import (
+    CancelWakeups,
+    Command,
+    DecisionRecorded,
+    Finish,
+    OrderAttributed,
+    RequestMessage,
+    ScheduleWakeup,
+    Wakeup,
+)
+from relance_orchestrator.domain.engine import Engine, Input
+from relance_orchestrator.domain.facts import ShopFacts
+from relance_orchestrator.domain.state import ContactState
+
+
+@dataclass
+class Simulation:
+    engine: Engine
+    shop: ShopFacts
+    states: dict[str, ContactState] = field(default_factory=dict)
+    sends: list[RequestMessage] = field(default_factory=list)
+    decisions: list[DecisionRecorded] = field(default_factory=list)
+    attributions: list[OrderAttributed] = field(default_factory=list)
+    finishes: list[Finish] = field(default_factory=list)
+    now: datetime = datetime(1970, 1, 1, tzinfo=UTC)
+    _heap: list[tuple[datetime, str, str]] = field(default_factory=list)
+    _timers: dict[tuple[str, str], datetime] = field(default_factory=dict)
+
+    def feed(self, event: Event[Any]) -> tuple[Command, ...]:
+        """Fire every timer due up to the event, then apply it at its own time."""
+        at = max(event.occurred_at, self.now)
+        self.run_until(at)
+        return self._apply(event.contact_key, event, at)
+
+    def run_until(self, until: datetime) -> None:
+        while self._heap and self._heap[0][0] <= until:
+            at, contact, key = heapq.heappop(self._heap)
+            if self._timers.get((contact, key)) != at:
+                continue  # moved or cancelled since
+            del self._timers[(contact, key)]
+            self._apply(contact, Wakeup(key, at), at)
+        self.now = max(self.now, until)
+
+    def pending_timers(self) -> dict[tuple[str, str], datetime]:
+        return dict(self._timers)
+
+    def _apply(self, contact: str, item: Input, now: datetime) -> tuple[Command, ...]:
+        self.now = max(self.now, now)
+        state = self.states.get(contact) or ContactState.new(self.shop.shop_id, contact)
+        new_state, commands = self.engine.decide(state, item, now, self.shop)
+        self.states[contact] = new_state
+        for command in commands:
+            match command:
+                case ScheduleWakeup(key=key, at=at):
+                    self._timers[(contact, key)] = at
+                    heapq.heappush(self._heap, (at, contact, key))
+                case CancelWakeups(keys=keys):
+                    for key in keys:
+                        self._timers.pop((contact, key), None)
+                case RequestMessage():
+                    self.sends.append(command)
+                case DecisionRecorded():
+                    self.decisions.append(command)
+                case OrderAttributed():
+                    self.attributions.append(command)
+                case Finish():
+                    self.finishes.append(command)
+        return commands
+
+
+def send_line(send: RequestMessage) -> bytes:
+    return orjson.dumps(
+        {
+            "user_id": send.contact_key,
+            "plan": send.plan,
+            "step": send.step,
+            "variant": send.variant,
+            "channel": send.channel,
+            "at": send.at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+            "message_id": send.message_id,
+            "plan_instance": send.plan_instance,
+        },
+        option=orjson.OPT_SORT_KEYS,
+    )
+
+
+@dataclass(frozen=True)
+class PlanSummary:
+    plan: str
+    messages: int
+    contacts: int
+    attributed_orders: int
+    revenue: Decimal
+
+
+def summarize(sim: Simulation) -> list[PlanSummary]:
+    messages: dict[str, int] = defaultdict(int)
+    contacts: dict[str, set[str]] = defaultdict(set)
+    orders: dict[str, int] = defaultdict(int)
+    revenue: dict[str, Decimal] = defaultdict(Decimal)
+    for send in sim.sends:
+        messages[send.plan] += 1
+        contacts[send.plan].add(send.contact_key)
+    for attribution in sim.attributions:
+        orders[attribution.plan] += 1
+        revenue[attribution.plan] += attribution.revenue
+    names = sorted(set(messages) | set(orders))
+    return [PlanSummary(n, messages[n], len(contacts[n]), orders[n], revenue[n]) for n in names]
+
+
+def read_segment_jsonl(lines: Iterable[bytes], *, shop_id: str) -> Iterator[Event[Any]]:
+    """Relance events from Segment messages, in input order (invalid lines raise)."""
+    carts = CartBook(shop_id)
+    for index, line in enumerate(lines):
+        if not line.strip():
+            continue
+        message = orjson.loads(line)
+        received = _received_at(message)
+        yield from segment_to_events(
+            message,
+            shop_id=shop_id,
+            received_at=received,
+            index=index,
+            carts=carts,
+            max_age=None,
+            max_ahead=None,
+        )
+
+
+def _received_at(message: Any) -> datetime:
+    raw = message.get("timestamp") if isinstance(message, dict) else None
+    if isinstance(raw, str):
+        try:
+            parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+            if parsed.tzinfo is not None:
+                return parsed
+        except ValueError:
+            pass
+    return datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def simulate_segment_file(
+    events_path: Path,
+    until: datetime,
+    out: IO[bytes],
+    *,
+    engine: Engine,
+    shop: ShopFacts,
+    progress: Callable[[int, int], None] | None = None,
+) -> Simulation:
+    """Run the plans over a Segment JSONL file and write one JSON line per send.
+
+    Events are applied in timestamp order (ties keep file order), so output is byte-stable.
+    """
+    raw = events_path.read_bytes().splitlines()
+    events = sorted(
+        enumerate(read_segment_jsonl(raw, shop_id=shop.shop_id)),
+        key=lambda pair: (pair[1].occurred_at, pair[0]),
+    )
+    sim = Simulation(engine=engine, shop=shop)
+    total = len(events)
+    for done, (_, event) in enumerate(events, start=1):
+        if event.occurred_at > until:
+            break
+        sim.feed(event)
+        if progress is not None and (done % 1000 == 0 or done == total):
+            progress(done, total)
+    sim.run_until(until)
+    for send in sim.sends:
+        out.write(send_line(send) + b"\n")
+    return sim
+
+
+__all__ = [
+    "PlanSummary",
+    "SegmentValidationError",
+    "Simulation",
+    "read_segment_jsonl",
+    "send_line",
+    "simulate_segment_file",
+    "summarize",
+]

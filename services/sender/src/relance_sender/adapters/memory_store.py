@@ -1,0 +1,122 @@
+"""An in-memory SenderStore for unit tests and the benchmark; same contract as PostgreSQL.
+
+A transaction works on copies and publishes them on success, so a failed use case leaves
+nothing behind, like a rolled-back transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from relance_sender.domain.ledger import Channel, LedgerRow, Purpose
+from relance_sender.domain.policy import ConsentRecord, Suppression, newer_consent
+
+
+@dataclass
+class _Tables:
+    ledger: dict[str, LedgerRow] = field(default_factory=dict)
+    suppressions: dict[tuple[str, str, str], Suppression] = field(default_factory=dict)
+    soft_bounces: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    consents: dict[tuple[str, str, str, str], ConsentRecord] = field(default_factory=dict)
+
+    def copy(self) -> _Tables:
+        return _Tables(
+            dict(self.ledger),
+            dict(self.suppressions),
+            dict(self.soft_bounces),
+            dict(self.consents),
+        )
+
+
+class MemoryTx:
+    def __init__(self, tables: _Tables) -> None:
+        self.t = tables
+
+    async def lock(self, message_id: str) -> LedgerRow | None:
+        return self.t.ledger.get(message_id)
+
+    async def insert(self, row: LedgerRow) -> bool:
+        if row.message_id in self.t.ledger:
+            return False
+        self.t.ledger[row.message_id] = row
+        return True
+
+    async def save(self, row: LedgerRow) -> None:
+        self.t.ledger[row.message_id] = row
+
+    async def claim_due(self, now: datetime, limit: int) -> Sequence[LedgerRow]:
+        due = [
+            r
+            for r in self.t.ledger.values()
+            if r.state == "pending" and r.next_attempt_at is not None and r.next_attempt_at <= now
+        ]
+        due.sort(key=lambda r: (r.next_attempt_at or now, r.message_id))
+        return due[:limit]
+
+    async def interrupted(
+        self, *, owner: str, lease_expired_before: datetime, limit: int
+    ) -> Sequence[LedgerRow]:
+        rows = [
+            r
+            for r in self.t.ledger.values()
+            if r.state == "sending" and (r.owner == owner or r.updated_at < lease_expired_before)
+        ]
+        return sorted(rows, key=lambda r: r.message_id)[:limit]
+
+    async def find_contacts(self, shop_id: str, channel: Channel, address: str) -> Sequence[str]:
+        return sorted(
+            {
+                r.contact_key
+                for r in self.t.ledger.values()
+                if r.shop_id == shop_id and r.channel == channel and r.address == address
+            }
+        )
+
+    async def suppression(self, shop_id: str, channel: Channel, address: str) -> Suppression | None:
+        return self.t.suppressions.get((shop_id, channel, address))
+
+    async def suppress(self, entry: Suppression) -> None:
+        self.t.suppressions.setdefault((entry.shop_id, entry.channel, entry.address), entry)
+
+    async def unsuppress(self, shop_id: str, channel: Channel, address: str) -> None:
+        self.t.suppressions.pop((shop_id, channel, address), None)
+        self.t.soft_bounces.pop((shop_id, channel, address), None)
+
+    async def count_soft_bounce(
+        self, shop_id: str, channel: Channel, address: str, now: datetime
+    ) -> int:
+        key = (shop_id, channel, address)
+        self.t.soft_bounces[key] = self.t.soft_bounces.get(key, 0) + 1
+        return self.t.soft_bounces[key]
+
+    async def consent(
+        self, shop_id: str, contact_key: str, channel: Channel, purpose: Purpose
+    ) -> ConsentRecord | None:
+        return self.t.consents.get((shop_id, contact_key, channel, purpose))
+
+    async def record_consent(self, record: ConsentRecord) -> bool:
+        key = (record.shop_id, record.contact_key, record.channel, record.purpose)
+        if not newer_consent(self.t.consents.get(key), record):
+            return False
+        self.t.consents[key] = record
+        return True
+
+
+class MemorySenderStore:
+    def __init__(self) -> None:
+        self.tables = _Tables()
+        self._lock = asyncio.Lock()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[MemoryTx]:
+        async with self._lock:
+            work = self.tables.copy()
+            yield MemoryTx(work)
+            self.tables = work
+
+    def row(self, message_id: str) -> LedgerRow | None:
+        return self.tables.ledger.get(message_id)

@@ -1,0 +1,101 @@
+"""What the sender's use cases need from the outside world."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from relance_sender.domain.ledger import Channel, LedgerRow, Purpose
+from relance_sender.domain.outcome import DeliveryOutcome
+from relance_sender.domain.policy import ConsentRecord, Suppression, SuppressionReason
+from relance_sender.email_message import BuiltEmail
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingSms:
+    message_id: str
+    to: str
+    body: str
+
+
+class EmailTransport(Protocol):
+    name: str
+
+    async def send(self, email: BuiltEmail) -> DeliveryOutcome: ...
+
+    async def close(self) -> None: ...
+
+
+class SmsTransport(Protocol):
+    name: str
+
+    async def send(self, sms: OutgoingSms) -> DeliveryOutcome: ...
+
+    async def close(self) -> None: ...
+
+
+class SenderTx(Protocol):
+    """One transaction over the ledger, the suppression list and the consent table."""
+
+    async def lock(self, message_id: str) -> LedgerRow | None:
+        """The row, locked for the rest of the transaction (SELECT ... FOR UPDATE)."""
+        ...
+
+    async def insert(self, row: LedgerRow) -> bool:
+        """Insert unless the message id exists; False when it already did."""
+        ...
+
+    async def save(self, row: LedgerRow) -> None: ...
+
+    async def claim_due(self, now: datetime, limit: int) -> Sequence[LedgerRow]:
+        """Pending rows whose next attempt is due, locked, skipping rows others hold."""
+        ...
+
+    async def interrupted(
+        self, *, owner: str, lease_expired_before: datetime, limit: int
+    ) -> Sequence[LedgerRow]:
+        """`sending` rows owned by `owner` (a restart) or whose lease ran out, locked."""
+        ...
+
+    async def find_contacts(self, shop_id: str, channel: Channel, address: str) -> Sequence[str]:
+        """Contact keys we sent to at this address (for inbound STOP by phone number)."""
+        ...
+
+    async def suppression(
+        self, shop_id: str, channel: Channel, address: str
+    ) -> Suppression | None: ...
+
+    async def suppress(self, entry: Suppression) -> None: ...
+
+    async def unsuppress(self, shop_id: str, channel: Channel, address: str) -> None: ...
+
+    async def count_soft_bounce(
+        self, shop_id: str, channel: Channel, address: str, now: datetime
+    ) -> int:
+        """Count one more soft bounce for the address; returns the new total."""
+        ...
+
+    async def consent(
+        self, shop_id: str, contact_key: str, channel: Channel, purpose: Purpose
+    ) -> ConsentRecord | None: ...
+
+    async def record_consent(self, record: ConsentRecord) -> bool:
+        """Keep the record if it is newer than what is stored; True when it was kept."""
+        ...
+
+
+class SenderStore(Protocol):
+    def transaction(self) -> AbstractAsyncContextManager[SenderTx]: ...
+
+
+__all__ = [
+    "EmailTransport",
+    "OutgoingSms",
+    "SenderStore",
+    "SenderTx",
+    "SmsTransport",
+    "SuppressionReason",
+]

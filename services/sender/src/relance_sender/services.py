@@ -1,0 +1,489 @@
+"""The sender's use cases: send one message exactly once in effect, retry what is due,
+recover rows a dead process left `sending`, keep consent, and handle SMS keywords.
+
+The clock is read here, at the edge, and `now` is passed to the pure core.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from relance_events import Event, deterministic_id, new_event
+from relance_events.payloads import (
+    ConsentChanged,
+    MessageBounced,
+    MessageFailed,
+    MessageRequested,
+    MessageSent,
+    Payload,
+)
+from relance_runtime.bus.ports import Publisher
+from relance_runtime.clock import Clock
+from relance_sender.domain import ledger
+from relance_sender.domain.keywords import keyword_intent
+from relance_sender.domain.ledger import TERMINAL, LedgerRow, SendState
+from relance_sender.domain.outcome import (
+    Accepted,
+    Ambiguous,
+    Deferred,
+    DeliveryOutcome,
+    Rejected,
+    RetryPolicy,
+)
+from relance_sender.domain.policy import (
+    Blocked,
+    ConsentRecord,
+    Suppression,
+    may_send,
+    suppression_for_bounce,
+)
+from relance_sender.domain.request import SendRequest
+from relance_sender.email_message import BuiltEmail, EmailBuilder
+from relance_sender.errors import InvalidRecipient, RenderError
+from relance_sender.ports import EmailTransport, OutgoingSms, SenderStore, SenderTx, SmsTransport
+from relance_sender.recipients import is_french_number, normalize_phone, recipient_address
+from relance_sender.rendering.renderer import Renderer
+
+log = logging.getLogger("relance_sender")
+
+SOURCE = "sender"
+
+SendResultKind = Literal["sent", "failed", "retry_scheduled", "ambiguous", "duplicate", "busy"]
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    message_id: str
+    kind: SendResultKind
+    state: SendState
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryReport:
+    ambiguous: int
+    resend: int
+
+
+@dataclass
+class SenderMetrics:
+    """Counters the composition root exports (e.g. to OpenTelemetry)."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+
+    def add(self, name: str, value: int = 1) -> None:
+        self.counts[name] += value
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    row: LedgerRow
+    request: SendRequest
+    email: BuiltEmail | None = None
+    sms: OutgoingSms | None = None
+
+
+def _event(payload: Payload, row: LedgerRow, now: datetime, *key: str) -> Event[Any]:
+    return new_event(
+        payload,
+        shop_id=row.shop_id,
+        contact_key=row.contact_key,
+        source=SOURCE,
+        occurred_at=now,
+        event_id=deterministic_id(payload.TYPE, row.message_id, *key),
+    )
+
+
+class SendMessage:
+    """Ledger -> checks -> render -> deliver -> ledger -> status events."""
+
+    def __init__(
+        self,
+        *,
+        store: SenderStore,
+        emails: EmailBuilder,
+        renderer: Renderer,
+        email_transport: EmailTransport,
+        sms_transport: SmsTransport | None,
+        publisher: Publisher,
+        clock: Clock,
+        owner: str,
+        retry: RetryPolicy | None = None,
+        sending_lease: timedelta = timedelta(minutes=15),
+        metrics: SenderMetrics | None = None,
+    ) -> None:
+        self._store = store
+        self._emails = emails
+        self._renderer = renderer
+        self._email = email_transport
+        self._sms = sms_transport
+        self._publisher = publisher
+        self._clock = clock
+        self._owner = owner
+        self._retry = retry or RetryPolicy()
+        self._lease = sending_lease
+        self.metrics = metrics or SenderMetrics()
+
+    async def handle_event(self, event: Event[MessageRequested]) -> SendResult:
+        return await self.handle(SendRequest.from_event(event))
+
+    async def handle(self, request: SendRequest) -> SendResult:
+        """Send one requested message at most once; a redelivery of a settled one only
+        republishes its status event (same event id, consumers dedupe)."""
+        now = self._clock.now()
+        events: list[Event[Any]] = []
+        prepared: _Prepared | None = None
+        async with self._store.transaction() as tx:
+            row = await tx.lock(request.message_id)
+            if row is None:
+                row = ledger.new_row(
+                    message_id=request.message_id,
+                    shop_id=request.shop_id,
+                    contact_key=request.contact_key,
+                    channel=request.channel,
+                    purpose=request.purpose,
+                    plan=request.plan,
+                    step=request.step,
+                    now=now,
+                    request=request.to_json(),
+                )
+                if not await tx.insert(row):
+                    locked = await tx.lock(request.message_id)
+                    assert locked is not None
+                    row = locked
+            duplicate = row.state in TERMINAL
+            if duplicate:
+                self.metrics.add("sender.duplicate_requests")
+                self._republish(row, events)
+            elif row.state == "sending" or not ledger.is_due(row, now):
+                return SendResult(row.message_id, "busy", row.state)
+            else:
+                prepared, row = await self._prepare(tx, row, request, now, events)
+        if duplicate:
+            await self._publish(events)
+            return SendResult(row.message_id, "duplicate", row.state, row.last_error)
+        if prepared is None:
+            await self._publish(events)
+            return SendResult(row.message_id, "failed", row.state, row.last_error)
+        return await self._deliver_and_settle(prepared)
+
+    async def run_due(self, *, limit: int = 100) -> list[SendResult]:
+        """Retry pending rows whose next attempt is due (temporary refusals, recovered
+        transactional mail). Call it periodically."""
+        now = self._clock.now()
+        batch: list[_Prepared] = []
+        events: list[Event[Any]] = []
+        async with self._store.transaction() as tx:
+            for row in await tx.claim_due(now, limit):
+                if row.request is None:
+                    await tx.save(ledger.block(row, reason="no stored request to retry", now=now))
+                    continue
+                prepared, _ = await self._prepare(
+                    tx, row, SendRequest.from_json(row.request), now, events
+                )
+                if prepared is not None:
+                    batch.append(prepared)
+        await self._publish(events)
+        return list(await asyncio.gather(*(self._deliver_and_settle(p) for p in batch)))
+
+    async def recover_interrupted(self, *, limit: int = 1000) -> RecoveryReport:
+        """At start-up: rows this instance left `sending`, and any whose lease ran out.
+
+        Marketing rows become `ambiguous` (never resent, counted); transactional rows go
+        back to `pending` and `run_due` resends them with the same Message-ID.
+        """
+        now = self._clock.now()
+        ambiguous = resend = 0
+        async with self._store.transaction() as tx:
+            rows = await tx.interrupted(
+                owner=self._owner, lease_expired_before=now - self._lease, limit=limit
+            )
+            for row in rows:
+                recovered = ledger.recover(row, now=now)
+                await tx.save(recovered)
+                if recovered.state == "ambiguous":
+                    ambiguous += 1
+                    log.warning(
+                        "message left sending by a crash; not resent",
+                        extra={"message_id": row.message_id, "plan": row.plan},
+                    )
+                else:
+                    resend += 1
+        self.metrics.add("sender.ambiguous", ambiguous)
+        self.metrics.add("sender.recovered_for_resend", resend)
+        return RecoveryReport(ambiguous=ambiguous, resend=resend)
+
+    # --- steps ------------------------------------------------------------------------
+
+    async def _prepare(
+        self,
+        tx: SenderTx,
+        row: LedgerRow,
+        request: SendRequest,
+        now: datetime,
+        events: list[Event[Any]],
+    ) -> tuple[_Prepared | None, LedgerRow]:
+        """Checks and render inside the claiming transaction: an unsubscribe committed
+        before this transaction is always seen, and the claim commits before any send."""
+
+        async def fail(reason: str) -> tuple[None, LedgerRow]:
+            failed = ledger.block(row, reason=reason, now=now)
+            await tx.save(failed)
+            events.append(self._failed_event(failed, reason, now))
+            self.metrics.add("sender.blocked")
+            return None, failed
+
+        if request.expired(now):
+            return await fail("expired: not_after passed before the send")
+        try:
+            address = recipient_address(request.channel, request.contact)
+        except InvalidRecipient as exc:
+            return await fail(f"invalid recipient: {exc}")
+        decision = may_send(
+            channel=request.channel,
+            purpose=request.purpose,
+            suppression=await tx.suppression(request.shop_id, request.channel, address),
+            consent=await tx.consent(
+                request.shop_id, request.contact_key, request.channel, request.purpose
+            ),
+        )
+        if isinstance(decision, Blocked):
+            return await fail(decision.reason)
+        email: BuiltEmail | None = None
+        sms: OutgoingSms | None = None
+        try:
+            if request.channel == "email":
+                email = self._emails.build(request, to=address, now=now)
+            else:
+                text = self._renderer.render_sms(
+                    request, french_number=is_french_number(address)
+                ).text
+                sms = OutgoingSms(message_id=request.message_id, to=address, body=text)
+        except RenderError as exc:
+            log.error(
+                "render failed",
+                extra={"message_id": request.message_id, "template": exc.template},
+            )
+            return await fail(f"render error: {exc}")
+        claimed = ledger.claim(row, now=now, owner=self._owner, address=address)
+        await tx.save(claimed)
+        return _Prepared(claimed, request, email, sms), claimed
+
+    async def _deliver(self, prepared: _Prepared) -> DeliveryOutcome:
+        try:
+            if prepared.email is not None:
+                return await self._email.send(prepared.email)
+            if prepared.sms is not None:
+                if self._sms is None:
+                    return Rejected(reason="no SMS provider configured")
+                return await self._sms.send(prepared.sms)
+        except Exception as exc:  # an adapter bug must not turn into a resend
+            log.exception("transport raised", extra={"message_id": prepared.row.message_id})
+            return Ambiguous(reason=f"transport raised {type(exc).__name__}: {exc}")
+        return Rejected(reason="nothing to deliver")
+
+    async def _deliver_and_settle(self, prepared: _Prepared) -> SendResult:
+        outcome = await self._deliver(prepared)
+        now = self._clock.now()
+        events: list[Event[Any]] = []
+        async with self._store.transaction() as tx:
+            row = await tx.lock(prepared.row.message_id)
+            if row is None or row.state != "sending" or row.owner != self._owner:
+                # Recovery took it over meanwhile (lease ran out): its verdict stands.
+                self.metrics.add("sender.lost_claim")
+                state: SendState = row.state if row is not None else "failed"
+                return SendResult(prepared.row.message_id, "busy", state)
+            settled = ledger.settle(row, outcome, now=now, retry=self._retry)
+            await tx.save(settled)
+            await self._after_outcome(tx, settled, outcome, now, events)
+        await self._publish(events)
+        return self._result(settled, outcome)
+
+    async def _after_outcome(
+        self,
+        tx: SenderTx,
+        row: LedgerRow,
+        outcome: DeliveryOutcome,
+        now: datetime,
+        events: list[Event[Any]],
+    ) -> None:
+        match outcome:
+            case Accepted():
+                self.metrics.add(f"sender.sent.{row.channel}")
+                events.append(self._sent_event(row, now))
+            case Rejected(reason=reason, code=code, bounce=bounce, suppress=suppress_now):
+                self.metrics.add(f"sender.failed.{row.channel}")
+                events.append(self._failed_event(row, reason, now))
+                if bounce is not None and row.address is not None:
+                    bounces = 0
+                    if not suppress_now:
+                        bounces = await tx.count_soft_bounce(
+                            row.shop_id, row.channel, row.address, now
+                        )
+                    reason_code = suppression_for_bounce(suppress_now=suppress_now, bounces=bounces)
+                    if reason_code is not None:
+                        if row.channel == "sms" and suppress_now:
+                            reason_code = "provider_opt_out"
+                        await tx.suppress(
+                            Suppression(row.shop_id, row.channel, row.address, reason_code, now)
+                        )
+                    events.append(
+                        _event(
+                            MessageBounced(
+                                message_id=row.message_id,
+                                channel=row.channel,
+                                kind=bounce,
+                                code=code,
+                                address=row.address,
+                            ),
+                            row,
+                            now,
+                        )
+                    )
+            case Deferred(reason=reason):
+                if row.state == "failed":
+                    self.metrics.add(f"sender.failed.{row.channel}")
+                    events.append(self._failed_event(row, row.last_error or reason, now))
+                else:
+                    self.metrics.add("sender.deferred")
+            case Ambiguous(reason=reason):
+                self.metrics.add("sender.ambiguous")
+                log.warning(
+                    "delivery outcome unknown; not resent",
+                    extra={"message_id": row.message_id, "reason": reason},
+                )
+            case _:
+                raise AssertionError(outcome)
+
+    def _result(self, row: LedgerRow, outcome: DeliveryOutcome) -> SendResult:
+        match row.state:
+            case "sent":
+                return SendResult(row.message_id, "sent", row.state)
+            case "pending":
+                return SendResult(row.message_id, "retry_scheduled", row.state, row.last_error)
+            case "ambiguous":
+                return SendResult(row.message_id, "ambiguous", row.state, row.last_error)
+            case _:
+                return SendResult(row.message_id, "failed", row.state, row.last_error)
+
+    # --- status events ----------------------------------------------------------------
+
+    def _sent_event(self, row: LedgerRow, now: datetime) -> Event[Any]:
+        return _event(
+            MessageSent(
+                message_id=row.message_id,
+                channel=row.channel,
+                plan=row.plan,
+                step=row.step,
+                provider_message_id=row.provider_message_id,
+            ),
+            row,
+            now,
+        )
+
+    def _failed_event(self, row: LedgerRow, reason: str, now: datetime) -> Event[Any]:
+        return _event(
+            MessageFailed(
+                message_id=row.message_id,
+                channel=row.channel,
+                reason=reason[:1000],
+                permanent=True,
+                plan=row.plan,
+                step=row.step,
+            ),
+            row,
+            now,
+        )
+
+    def _republish(self, row: LedgerRow, events: list[Event[Any]]) -> None:
+        """Same event id as the first time: consumers drop the copy if they had it."""
+        if row.state == "sent":
+            events.append(self._sent_event(row, row.updated_at))
+        elif row.state == "failed":
+            events.append(self._failed_event(row, row.last_error or "failed", row.updated_at))
+
+    async def _publish(self, events: Sequence[Event[Any]]) -> None:
+        if events:
+            await self._publisher.publish(events)
+
+
+def consent_record(event: Event[ConsentChanged]) -> ConsentRecord:
+    p = event.payload
+    return ConsentRecord(
+        shop_id=event.shop_id,
+        contact_key=event.contact_key,
+        channel=p.channel,
+        purpose=p.purpose,
+        status=p.status,
+        at=event.occurred_at,
+    )
+
+
+class RecordConsent:
+    """Keep the latest consent per contact from `contact.consent_changed` events."""
+
+    def __init__(self, store: SenderStore) -> None:
+        self._store = store
+
+    async def handle(self, event: Event[ConsentChanged]) -> bool:
+        async with self._store.transaction() as tx:
+            return await tx.record_consent(consent_record(event))
+
+
+InboundAction = Literal["objection", "resubscription", "ignored"]
+
+
+class HandleInboundSms:
+    """STOP / ARRET... from a number: suppress it and record the objection for every
+    contact we sent to at that number; START / UNSTOP undoes both."""
+
+    def __init__(self, *, store: SenderStore, publisher: Publisher, clock: Clock) -> None:
+        self._store = store
+        self._publisher = publisher
+        self._clock = clock
+
+    async def handle(
+        self, *, shop_id: str, from_number: str, body: str, provider_message_id: str | None
+    ) -> InboundAction:
+        intent = keyword_intent(body)
+        if intent is None:
+            return "ignored"
+        now = self._clock.now()
+        number = normalize_phone(from_number, None)
+        status: Literal["granted", "denied"] = "denied" if intent == "objection" else "granted"
+        events: list[Event[Any]] = []
+        async with self._store.transaction() as tx:
+            if intent == "objection":
+                await tx.suppress(Suppression(shop_id, "sms", number, "sms_keyword", now))
+            else:
+                await tx.unsuppress(shop_id, "sms", number)
+            for contact_key in await tx.find_contacts(shop_id, "sms", number):
+                record = ConsentRecord(shop_id, contact_key, "sms", "marketing", status, now)
+                await tx.record_consent(record)
+                events.append(
+                    new_event(
+                        ConsentChanged(
+                            channel="sms", purpose="marketing", status=status, origin="sms_keyword"
+                        ),
+                        shop_id=shop_id,
+                        contact_key=contact_key,
+                        source=SOURCE,
+                        occurred_at=now,
+                        event_id=deterministic_id(
+                            "sms_keyword",
+                            shop_id,
+                            contact_key,
+                            number,
+                            provider_message_id or now.isoformat(),
+                        ),
+                    )
+                )
+        if events:
+            await self._publisher.publish(events)
+        return intent

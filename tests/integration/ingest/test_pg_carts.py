@@ -1,0 +1,101 @@
+"""Carts and API keys in a real PostgreSQL, through the ingest use case."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import pytest
+
+from relance_events.payloads import CartChanged, OrderCompleted
+from relance_ingest.adapters.pg_carts import PgCartRepository
+from relance_ingest.services import IngestService
+from relance_ingest.testing import RecordingPublisher
+from relance_runtime.auth import PostgresKeyStore
+from relance_runtime.errors import BusUnavailable
+
+NOW = datetime(2025, 3, 1, 12, tzinfo=UTC)
+
+
+class OneConnectionStore:
+    """Sessions on the test's connection, one transaction each (like PgCartStore)."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[PgCartRepository]:
+        async with self.conn.transaction():
+            yield PgCartRepository(self.conn)
+
+
+def track(message_id: str, event: str, props: dict[str, Any], **ids: str) -> tuple[None, dict]:
+    return (
+        None,
+        {
+            "type": "track",
+            "messageId": message_id,
+            "event": event,
+            "properties": props,
+            **(ids or {"userId": "u1"}),
+        },
+    )
+
+
+async def test_carts_persist_fold_once_follow_alias_and_close(pg_conn: asyncpg.Connection) -> None:
+    publisher = RecordingPublisher()
+    service = IngestService(publisher, OneConnectionStore(pg_conn))
+    add = track(
+        "m1", "Product Added", {"product_id": "a", "price": 3, "quantity": 2}, anonymousId="v1"
+    )
+    await service.accept("s", [add], NOW)
+    await service.accept("s", [add], NOW)  # a retry: same event, not folded twice
+    await service.accept("s", [track("m2", "Product Added", {"product_id": "b", "price": 1})], NOW)
+    await service.accept(
+        "s",
+        [(None, {"type": "alias", "messageId": "al", "userId": "u1", "previousId": "v1"})],
+        NOW,
+    )
+    merged = publisher.events[-1]
+    assert isinstance(merged.payload, CartChanged)
+    assert merged.payload.change == "merged"
+    assert sorted((i.product_id, i.quantity) for i in merged.payload.items) == [("a", 2), ("b", 1)]
+    first, retried = publisher.events[0], publisher.events[1]
+    assert first.event_id == retried.event_id
+    assert retried.payload.items[0].quantity == 2
+
+    await service.accept("s", [track("m3", "Order Completed", {"order_id": "o", "total": 7})], NOW)
+    order = publisher.events[-1]
+    assert isinstance(order.payload, OrderCompleted)
+    assert order.payload.cart_id == merged.payload.cart_id
+    rows = await pg_conn.fetch(
+        "select contact_key, is_open from ingest_carts where shop_id = 's' order by cart_id"
+    )
+    assert {(r["contact_key"], r["is_open"]) for r in rows} == {("u1", False)}
+
+
+async def test_refused_publish_rolls_the_cart_back(pg_conn: asyncpg.Connection) -> None:
+    publisher = RecordingPublisher()
+    publisher.fail = True
+    service = IngestService(publisher, OneConnectionStore(pg_conn))
+    add = track("m1", "Product Added", {"product_id": "a"})
+    with pytest.raises(BusUnavailable):
+        await service.accept("s", [add], NOW)
+    assert await pg_conn.fetchval("select count(*) from ingest_carts") == 0
+    assert await pg_conn.fetchval("select count(*) from ingest_cart_applied") == 0
+
+
+async def test_database_keys_rotate_and_revoke(pg_conn: asyncpg.Connection) -> None:
+    store = PostgresKeyStore(pg_conn)
+    await store.add("shopA", "write", "old-key")
+    await store.add("shopA", "write", "new-key")
+    assert await store.shop_for("write", "old-key") == "shopA"
+    assert await store.shop_for("admin", "old-key") is None
+    await store.revoke("old-key")
+    assert await store.shop_for("write", "old-key") is None
+    assert await store.shop_for("write", "new-key") == "shopA"
+    stored = await pg_conn.fetchval("select string_agg(key_hash, ',') from ingest_api_keys")
+    assert "new-key" not in stored

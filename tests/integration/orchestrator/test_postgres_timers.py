@@ -1,0 +1,182 @@
+"""Durable timers on real PostgreSQL: exactly-once firing across crashes and workers, and
+no lost update when a timer races an event for the same contact."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+import orjson
+
+from relance_events import Event, encode, new_event
+from relance_events.payloads import EmailOpened, OrderCompleted
+from relance_orchestrator.adapters.postgres_timers import (
+    PostgresContactStore,
+    PostgresJournal,
+    PostgresTimerStore,
+)
+from relance_orchestrator.domain.engine import Engine
+from relance_orchestrator.domain.facts import ShopFacts
+from relance_orchestrator.plans.loader import load_plans
+from relance_orchestrator.services import Orchestrator
+
+T0 = datetime(2025, 3, 3, 12, 0, tzinfo=UTC)
+D = timedelta(days=1)
+
+
+class TableOutbox:
+    async def add(self, conn: asyncpg.Connection, events: Sequence[Event[Any]]) -> None:
+        await conn.executemany(
+            "INSERT INTO test_outbox (event_id, message_id, body) VALUES ($1, $2, $3::jsonb)",
+            [(e.event_id, e.payload.message_id, encode(e).decode()) for e in events],
+        )
+
+
+class CrashingOutbox(TableOutbox):
+    """Writes, then the process 'dies': the backend is killed before the commit."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+
+    async def add(self, conn: asyncpg.Connection, events: Sequence[Event[Any]]) -> None:
+        await super().add(conn, events)
+        killer = await asyncpg.connect(self.dsn)
+        await killer.execute("SELECT pg_terminate_backend($1)", conn.get_server_pid())
+        await killer.close()
+
+
+class Shops:
+    def shop_facts(self, shop_id: str) -> ShopFacts:
+        return ShopFacts(shop_id=shop_id, average_basket=Decimal(50))
+
+
+def _orchestrator(outbox: Any) -> Orchestrator:
+    return Orchestrator(
+        engine=Engine(load_plans()),
+        contacts=PostgresContactStore(),
+        timers=PostgresTimerStore(),
+        journal=PostgresJournal(),
+        outbox=outbox,
+        shops=Shops(),
+    )
+
+
+def _order(contact: str, order_id: str, at: datetime) -> Event[Any]:
+    return new_event(
+        OrderCompleted(order_id=order_id, total=Decimal(40)),
+        shop_id="shop",
+        contact_key=contact,
+        source="test",
+        occurred_at=at,
+    )
+
+
+async def _handle(dsn: str, orch: Orchestrator, event: Event[Any], now: datetime) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        async with conn.transaction():
+            await orch.handle_event(conn, event, now)
+    finally:
+        await conn.close()
+
+
+async def _outbox(dsn: str) -> list[tuple[str, str]]:
+    conn = await asyncpg.connect(dsn)
+    rows = await conn.fetch("SELECT message_id, body::text FROM test_outbox ORDER BY message_id")
+    await conn.close()
+    return [(r[0], orjson.loads(r[1])["payload"]["step"]) for r in rows]
+
+
+async def test_event_schedules_timers_and_firing_requests_once(db: str) -> None:
+    orch = _orchestrator(TableOutbox())
+    await _handle(db, orch, _order("c1", "o1", T0), T0)
+    assert [step for _, step in await _outbox(db)] == ["welcome"]
+    conn = await asyncpg.connect(db)
+    timers = dict(await conn.fetch("SELECT timer_key, due_at FROM orchestrator_timers"))
+    assert timers["welcome_pack/first_order"] == T0 + 4 * D
+    assert await orch.fire_due(conn, T0 + 4 * D - timedelta(seconds=1)) == 0  # before due
+    assert await orch.fire_due(conn, T0 + 4 * D) == 1
+    assert await orch.fire_due(conn, T0 + 4 * D) == 0
+    steps = sorted(step for _, step in await _outbox(db))
+    assert steps == ["second_purchase", "welcome"]
+    await conn.close()
+
+
+async def test_crash_inside_the_firing_transaction_fires_once_in_effect(db: str) -> None:
+    await _handle(db, _orchestrator(TableOutbox()), _order("c1", "o1", T0), T0)
+    crashing = _orchestrator(CrashingOutbox(db))
+    conn = await asyncpg.connect(db)
+    crashed = False
+    try:
+        await crashing.fire_due(conn, T0 + 4 * D)
+    except Exception:  # whatever the dead connection raises, nothing may have committed
+        crashed = True
+    assert crashed
+    assert [s for _, s in await _outbox(db)] == ["welcome"]  # rolled back with the timer
+    conn = await asyncpg.connect(db)
+    healthy = _orchestrator(TableOutbox())
+    assert await healthy.fire_due(conn, T0 + 4 * D) == 1
+    # after the outbox write committed (crash before publish): nothing is due any more
+    assert await healthy.fire_due(conn, T0 + 4 * D) == 0
+    assert sorted(s for _, s in await _outbox(db)) == ["second_purchase", "welcome"]
+    await conn.close()
+
+
+async def test_several_workers_fire_each_timer_exactly_once(db: str) -> None:
+    orch = _orchestrator(TableOutbox())
+    for i in range(60):
+        await _handle(db, orch, _order(f"c{i}", f"o{i}", T0), T0)
+
+    async def worker() -> int:
+        conn = await asyncpg.connect(db)
+        fired = 0
+        try:
+            while True:
+                n = await orch.fire_due(conn, T0 + 4 * D, limit=7)
+                if n == 0:
+                    left = await conn.fetchval(
+                        "SELECT count(*) FROM orchestrator_timers WHERE due_at <= $1", T0 + 4 * D
+                    )
+                    if left == 0:
+                        return fired
+                    await asyncio.sleep(0.01)
+                fired += n
+        finally:
+            await conn.close()
+
+    counts = await asyncio.gather(*(worker() for _ in range(4)))
+    assert sum(counts) == 60
+    rows = await _outbox(db)
+    assert len([s for _, s in rows if s == "second_purchase"]) == 60
+    assert len({m for m, _ in rows}) == len(rows)
+
+
+async def test_timer_racing_an_event_loses_no_update(db: str) -> None:
+    orch = _orchestrator(TableOutbox())
+    await _handle(db, orch, _order("c1", "o1", T0), T0)
+    due = T0 + 4 * D
+    event_conn = await asyncpg.connect(db)
+    tx = event_conn.transaction()
+    await tx.start()
+    opened = new_event(
+        EmailOpened(plan="welcome_pack", step="welcome"),
+        shop_id="shop",
+        contact_key="c1",
+        source="test",
+        occurred_at=due - timedelta(hours=1),
+    )
+    await orch.handle_event(event_conn, opened, due - timedelta(hours=1))  # locks c1's row
+    timer_conn = await asyncpg.connect(db)
+    assert await orch.fire_due(timer_conn, due) == 0  # skipped, not blocked, not lost
+    await tx.commit()
+    assert await orch.fire_due(timer_conn, due) == 1
+    state = orjson.loads(await timer_conn.fetchval("SELECT state::text FROM orchestrator_contacts"))
+    sends = state["facts"]["sends"]
+    assert [s["step"] for s in sends] == ["welcome", "second_purchase"]
+    assert sends[0]["opened_at"] is not None  # the event's update survived the timer's
+    await event_conn.close()
+    await timer_conn.close()

@@ -1,0 +1,86 @@
+"""The producer when the broker is away: a clear error, and nothing reported as accepted."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from relance_events.topics import EVENTS
+from relance_runtime.bus.kafka import KafkaBus
+from relance_runtime.bus.messages import TopicNames
+from relance_runtime.errors import BusUnavailable
+
+from .busutil import numbered_event, poll_until, seq_of
+
+KAFKA_SH = Path(__file__).resolve().parents[3] / "deploy" / "kafka" / "kafka.sh"
+pytestmark = pytest.mark.timeout(240)
+
+
+async def test_an_unreachable_broker_is_a_clear_error() -> None:
+    bus = KafkaBus("127.0.0.1:1", request_timeout_ms=2000)
+    with pytest.raises(BusUnavailable, match="unreachable"):
+        await bus.start()
+    with pytest.raises(BusUnavailable):
+        await bus.publish([numbered_event("c", 1)])
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    """A second broker this test may stop, so the shared one is never disturbed."""
+    env = {
+        **os.environ,
+        "RELANCE_KAFKA_HOME": str(tmp_path / "kafka"),
+        "RELANCE_KAFKA_PORT": "29092",
+    }
+    subprocess.run(["bash", str(KAFKA_SH), "up"], env=env, check=True, capture_output=True)
+    yield "127.0.0.1:29092", env
+    subprocess.run(["bash", str(KAFKA_SH), "down"], env=env, check=False, capture_output=True)
+
+
+async def test_publishes_fail_while_the_broker_is_down_and_recover_after(
+    own_broker: tuple[str, dict[str, str]],
+) -> None:
+    bootstrap, env = own_broker
+    names = TopicNames(prefix=f"t{uuid.uuid4().hex[:8]}.")
+    bus = KafkaBus(bootstrap, names=names, request_timeout_ms=3000, delivery_timeout_s=8)
+    await bus.start()
+    await bus.ensure_topics()
+    before = [numbered_event("c1", i) for i in range(10)]
+    await bus.publish(before)
+    assert await bus.ping()
+
+    await asyncio.to_thread(subprocess.run, ["bash", str(KAFKA_SH), "down"], env=env, check=True)
+    during = [numbered_event("c1", i) for i in range(10, 20)]
+    with pytest.raises(BusUnavailable):
+        await bus.publish(during)
+    assert not await bus.ping(), "readiness must fail while produces fail"
+
+    await asyncio.to_thread(subprocess.run, ["bash", str(KAFKA_SH), "up"], env=env, check=True)
+    after = [numbered_event("c1", i) for i in range(20, 30)]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 90
+    while True:  # the caller's retry (ingest answers 503 meanwhile)
+        try:
+            await bus.publish(after)
+            break
+        except BusUnavailable:
+            assert loop.time() < deadline, "the producer never recovered"
+            await asyncio.sleep(1)
+    assert await bus.ping()
+
+    consumer = bus.consumer("outage", [names.of(EVENTS)])
+    await consumer.start()
+    try:
+        records = await poll_until(consumer, 20, timeout_s=60)
+    finally:
+        await consumer.stop()
+        await bus.stop()
+    seqs = {seq_of(r)[1] for r in records}
+    assert set(range(10)) <= seqs, "an acknowledged event was lost"
+    assert set(range(20, 30)) <= seqs, "an acknowledged event was lost"

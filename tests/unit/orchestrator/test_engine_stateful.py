@@ -1,0 +1,169 @@
+"""Hypothesis state machine over the real engine and plans, on a virtual clock."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+from relance_events import deterministic_id, new_event
+from relance_events.payloads import (
+    CartChanged,
+    ConsentChanged,
+    EmailOpened,
+    LineItem,
+    OrderCompleted,
+    Payload,
+    SurveyAnswered,
+)
+from relance_orchestrator.domain.engine import Engine
+from relance_orchestrator.domain.facts import ShopFacts
+from relance_orchestrator.domain.timing import SMS_DEFAULT_WINDOW, zone
+from relance_orchestrator.plans.loader import load_plans, parse_plan
+from relance_orchestrator.simulate import Simulation
+
+T0 = datetime(2025, 3, 3, 12, 0, tzinfo=UTC)
+CONTACTS = ("c1", "c2")
+SMS_CART = parse_plan(
+    """
+name: sms_cart
+priority: 6
+triggers: [{event: cart_changed, key: cart, when: [{kind: cart, state: open}]}]
+reentry: {on_retrigger: restart, single_active: false}
+exits: [{event: order_completed, match: cart}]
+steps:
+  - {name: nudge, channel: sms, delay: {hours: 5}, when: [{kind: cart, state: open}]}
+"""
+)
+PLANS = (*load_plans(), SMS_CART)
+
+
+def _sim() -> Simulation:
+    return Simulation(Engine(PLANS), ShopFacts(shop_id="shop", average_basket=Decimal(50)))
+
+
+class EngineMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sim = _sim()
+        self.now = T0
+        self.log: list[Any] = []
+        self.checked = 0
+        self.orders = 0
+        self.consent: dict[tuple[str, str], str] = {}
+        self.customers: set[str] = set()
+
+    def _check_new_sends(self) -> None:
+        for send in self.sim.sends[self.checked :]:
+            status = self.consent.get((send.contact_key, send.channel))
+            if send.purpose == "marketing":
+                assert status != "denied", send
+                if send.channel == "sms":
+                    assert status == "granted", send
+                else:
+                    assert status == "granted" or send.contact_key in self.customers, send
+            if send.channel == "sms":
+                assert SMS_DEFAULT_WINDOW.allows(send.at.astimezone(zone("UTC"))), send
+        self.checked = len(self.sim.sends)
+
+    def _emit(self, payload: Payload, contact: str) -> None:
+        self.sim.run_until(self.now)
+        self._check_new_sends()
+        event = new_event(
+            payload,
+            shop_id="shop",
+            contact_key=contact,
+            source="test",
+            occurred_at=self.now,
+            event_id=deterministic_id("h", str(len(self.log))),
+        )
+        self.log.append(event)
+        self.sim.feed(event)
+        if isinstance(payload, OrderCompleted):
+            self.customers.add(contact)
+        if isinstance(payload, ConsentChanged):
+            self.consent[(contact, payload.channel)] = payload.status
+        self._check_new_sends()
+
+    @rule(hours=st.integers(min_value=0, max_value=24 * 40))
+    def advance(self, hours: int) -> None:
+        self.now += timedelta(hours=hours)
+        self.log.append(("until", self.now))
+        self.sim.run_until(self.now)
+        self._check_new_sends()
+
+    @rule(contact=st.sampled_from(CONTACTS), total=st.integers(1, 120), cart=st.booleans())
+    def order(self, contact: str, total: int, cart: bool) -> None:
+        self.orders += 1
+        payload = OrderCompleted(
+            order_id=f"o{self.orders}", total=Decimal(total), cart_id="k1" if cart else None
+        )
+        self._emit(payload, contact)
+
+    @rule(contact=st.sampled_from(CONTACTS), n=st.integers(0, 3))
+    def cart(self, contact: str, n: int) -> None:
+        items = [LineItem(product_id=f"p{i}") for i in range(n)]
+        self._emit(
+            CartChanged(cart_id="k1", items=items, total=Decimal(n), change="product_added"),
+            contact,
+        )
+
+    @rule(
+        contact=st.sampled_from(CONTACTS),
+        channel=st.sampled_from(["email", "sms"]),
+        status=st.sampled_from(["granted", "denied"]),
+    )
+    def consent_changed(self, contact: str, channel: Any, status: Any) -> None:
+        self._emit(
+            ConsentChanged(channel=channel, purpose="marketing", status=status, origin="admin"),
+            contact,
+        )
+
+    @rule(contact=st.sampled_from(CONTACTS), data=st.data())
+    def open_last(self, contact: str, data: st.DataObject) -> None:
+        mine = [s for s in self.sim.sends if s.contact_key == contact]
+        if mine:
+            send = data.draw(st.sampled_from(mine))
+            self._emit(EmailOpened(message_id=send.message_id), contact)
+
+    @rule(
+        contact=st.sampled_from(CONTACTS),
+        answer=st.sampled_from(["very_satisfied", "satisfied", "not_satisfied"]),
+    )
+    def answer(self, contact: str, answer: Any) -> None:
+        if self.orders:
+            self._emit(
+                SurveyAnswered(
+                    answer_id=f"a{len(self.log)}", order_id=f"o{self.orders}", answer=answer
+                ),
+                contact,
+            )
+
+    @invariant()
+    def one_send_per_instance_step(self) -> None:
+        keys = [(s.contact_key, s.plan_instance, s.step) for s in self.sim.sends]
+        assert len(keys) == len(set(keys))
+        ids = [s.message_id for s in self.sim.sends]
+        assert len(ids) == len(set(ids))
+
+    def teardown(self) -> None:
+        replay = _sim()
+        for item in self.log:
+            if isinstance(item, tuple):
+                replay.run_until(item[1])
+            else:
+                replay.feed(item)
+        assert replay.sends == self.sim.sends
+
+
+TestEngineMachine = EngineMachine.TestCase
+TestEngineMachine.settings = settings(
+    max_examples=60,
+    stateful_step_count=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)

@@ -1,0 +1,332 @@
+"""Every row of the plan table, with its edges, through the real engine on a virtual clock."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from relance_orchestrator.domain.commands import OrderAttributed
+
+T0 = datetime(2025, 3, 3, 12, 0, tzinfo=UTC)  # a Monday
+D = timedelta(days=1)
+H = timedelta(hours=1)
+M = timedelta(minutes=1)
+
+
+# --- welcome_pack -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("total", "welcome", "second"),
+    [("80", "vip", "star"), ("50", "standard", "standard"), ("20", "standard", "standard")],
+)
+def test_welcome_variants_follow_the_average_basket(
+    harness: Any, total: str, welcome: str, second: str
+) -> None:
+    h = harness()
+    h.order(T0, "o1", total)
+    h.until(T0 + 10 * D)
+    assert h.steps("welcome_pack") == [
+        ("welcome", welcome, T0),
+        ("second_purchase", second, T0 + 4 * D),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("reorder_after", "expected"),
+    [
+        (3 * D + 23 * H, ["welcome"]),  # bought again inside the 4 days: plan left
+        (4 * D + 1 * H, ["welcome", "second_purchase"]),  # too late: incentive already sent
+    ],
+)
+def test_welcome_exit_on_repurchase_within_four_days(
+    harness: Any, reorder_after: timedelta, expected: list[str]
+) -> None:
+    h = harness()
+    h.order(T0, "o1")
+    h.order(T0 + reorder_after, "o2")
+    h.until(T0 + 10 * D)
+    assert [s for s, _, _ in h.steps("welcome_pack")] == expected
+
+
+def test_welcome_for_a_prospect_needs_email_consent(harness: Any) -> None:
+    h = harness()
+    h.identify(T0)
+    h.until(T0 + 10 * D)
+    assert h.sends("welcome_pack") == []
+    h.consent(T0 + 10 * D)
+    h.until(T0 + 11 * D)
+    assert [s for s, _, _ in h.steps("welcome_pack")] == ["welcome"]
+    assert h.steps("welcome_pack")[0][2] == T0 + 10 * D
+
+
+def test_welcome_runs_once_per_contact(harness: Any) -> None:
+    h = harness()
+    h.order(T0, "o1")
+    h.until(T0 + 5 * D)
+    h.order(T0 + 400 * D, "o2")
+    h.until(T0 + 410 * D)
+    assert [s for s, _, _ in h.steps("welcome_pack")] == ["welcome", "second_purchase"]
+
+
+# --- anti_churn ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("order_at", "reminder_1_at"),
+    [
+        (datetime(2025, 1, 31, 9, 30, tzinfo=UTC), datetime(2025, 7, 31, 9, 30, tzinfo=UTC)),
+        (datetime(2025, 8, 31, 9, 30, tzinfo=UTC), datetime(2026, 2, 28, 9, 30, tzinfo=UTC)),
+        (datetime(2023, 8, 31, 9, 30, tzinfo=UTC), datetime(2024, 2, 29, 9, 30, tzinfo=UTC)),
+    ],
+)
+def test_anti_churn_after_six_calendar_months(
+    harness: Any, order_at: datetime, reminder_1_at: datetime
+) -> None:
+    h = harness()
+    h.order(order_at, "o1")
+    h.until(reminder_1_at + 30 * D)
+    assert h.steps("anti_churn") == [
+        ("reminder_1", None, reminder_1_at),
+        ("reminder_2", None, reminder_1_at + 8 * D),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("open_offset", "third"),
+    [
+        (None, False),
+        (1 * D, True),  # opened reminder_1 before reminder_3 was due
+        (12 * D + 1 * H, False),  # opened only after reminder_3 was due: too late
+    ],
+)
+def test_anti_churn_third_reminder_only_for_openers(
+    harness: Any, open_offset: timedelta | None, third: bool
+) -> None:
+    h = harness()
+    h.order(T0, "o1")
+    r1 = datetime(2025, 9, 3, 12, 0, tzinfo=UTC)
+    h.until(r1)
+    if open_offset is not None:
+        h.until(r1 + open_offset)
+        h.opened(r1 + open_offset, "anti_churn", "reminder_1")
+    h.until(r1 + 30 * D)
+    expected = [("reminder_1", None, r1), ("reminder_2", None, r1 + 8 * D)]
+    if third:
+        expected.append(("reminder_3", None, r1 + 12 * D))
+    assert h.steps("anti_churn") == expected
+
+
+def test_anti_churn_order_after_reminder_1_ends_it_and_restarts_the_clock(harness: Any) -> None:
+    h = harness()
+    h.order(T0, "o1")
+    r1 = datetime(2025, 9, 3, 12, 0, tzinfo=UTC)
+    h.until(r1 + 2 * D)
+    h.order(r1 + 2 * D, "o2")
+    h.until(r1 + 40 * D)
+    assert h.steps("anti_churn") == [("reminder_1", None, r1)]
+    assert h.sim.pending_timers()[("c1", "anti_churn/contact")] == datetime(
+        2026, 3, 5, 12, 0, tzinfo=UTC
+    )
+
+
+# --- birthday -----------------------------------------------------------------------------
+
+
+def test_birthday_wishes_on_first_of_month_at_send_hour_in_contact_timezone(harness: Any) -> None:
+    h = harness()
+    h.order(T0, "o1")
+    h.identify(T0, birthday=date(1990, 6, 15), timezone="Europe/Paris")
+    h.until(datetime(2025, 8, 1, tzinfo=UTC))
+    wishes = datetime(2025, 6, 1, 8, 0, tzinfo=UTC)  # 10:00 in Paris (CEST)
+    assert h.steps("birthday") == [
+        ("wishes", None, wishes),
+        ("reminder_1", None, wishes + 15 * D),
+    ]
+    context = h.sends("birthday")[0].context
+    assert context["coupon"]["code"].startswith("BDAY-")
+
+
+@pytest.mark.parametrize(
+    ("coupon_used", "opened", "expected"),
+    [
+        (False, False, ["wishes", "reminder_1"]),
+        (False, True, ["wishes", "reminder_1", "reminder_2"]),
+        (True, True, ["wishes"]),
+    ],
+)
+def test_birthday_reminders(
+    harness: Any, coupon_used: bool, opened: bool, expected: list[str]
+) -> None:
+    h = harness()
+    h.order(T0, "o1")
+    h.identify(T0, birthday=date(1990, 6, 15))
+    wishes = datetime(2025, 6, 1, 10, 0, tzinfo=UTC)
+    h.until(wishes + 1 * D)
+    if opened:
+        h.opened(wishes + 1 * D, "birthday", "wishes")
+    if coupon_used:
+        code = h.sends("birthday")[0].context["coupon"]["code"]
+        h.order(wishes + 2 * D, "o2", coupon=code)
+    h.until(wishes + 30 * D)
+    assert [s for s, _, _ in h.steps("birthday")] == expected
+
+
+def test_birthday_once_a_year_and_again_next_year(harness: Any) -> None:
+    h = harness()
+    h.order(T0, "o1")
+    h.identify(T0, birthday=date(1990, 6, 15))
+    h.identify(T0 + 100 * D, birthday=date(1990, 6, 15))  # re-identify: no second instance
+    h.until(datetime(2026, 7, 1, tzinfo=UTC))
+    wishes = [at for step, _, at in h.steps("birthday") if step == "wishes"]
+    assert wishes == [
+        datetime(2025, 6, 1, 10, tzinfo=UTC),
+        datetime(2026, 6, 1, 10, tzinfo=UTC),
+    ]
+
+
+def test_birthday_without_a_date_uses_the_first_order_anniversary(harness: Any) -> None:
+    h = harness()
+    h.order(T0, "o1")
+    h.until(T0 + 366 * D)
+    assert h.steps("birthday")[0] == ("wishes", None, datetime(2026, 3, 3, 10, tzinfo=UTC))
+
+
+# --- abandoned_cart -----------------------------------------------------------------------
+
+
+def _cart_customer(h: Any) -> None:
+    h.consent(T0 - 10 * D)
+
+
+@pytest.mark.parametrize(
+    ("opened_step", "expected"),
+    [
+        (None, [("reminder_1", 3 * H), ("reminder_2", 24 * H)]),
+        ("reminder_1", [("reminder_1", 3 * H), ("reminder_2", 24 * H), ("reminder_3", 72 * H)]),
+        ("reminder_2", [("reminder_1", 3 * H), ("reminder_2", 24 * H), ("reminder_3", 72 * H)]),
+    ],
+)
+def test_abandoned_cart_reminders(harness: Any, opened_step: str | None, expected: Any) -> None:
+    h = harness()
+    _cart_customer(h)
+    h.cart(T0, "k1", 2)
+    h.until(T0 + 30 * H)
+    if opened_step is not None:
+        h.opened(T0 + 30 * H, "abandoned_cart", opened_step)
+    h.until(T0 + 5 * D)
+    assert [(s, at - T0) for s, _, at in h.steps("abandoned_cart")] == expected
+    assert len(h.sends("abandoned_cart")[0].context["cart"]["items"]) == 2
+
+
+def test_cart_changed_at_2h59_restarts_from_reminder_1(harness: Any) -> None:
+    h = harness()
+    _cart_customer(h)
+    h.cart(T0, "k1", 1)
+    h.cart(T0 + 2 * H + 59 * M, "k1", 2)
+    h.until(T0 + 2 * H + 59 * M + 3 * H - M)
+    assert h.sends("abandoned_cart") == []
+    h.until(T0 + 5 * D)
+    restart = T0 + 2 * H + 59 * M
+    assert [(s, at) for s, _, at in h.steps("abandoned_cart")] == [
+        ("reminder_1", restart + 3 * H),
+        ("reminder_2", restart + 24 * H),
+    ]
+
+
+def test_emptied_or_paid_cart_ends_its_plan(harness: Any) -> None:
+    h = harness()
+    _cart_customer(h)
+    h.cart(T0, "k1", 1)
+    h.cart(T0, "k2", 1)
+    h.cart(T0 + 1 * H, "k1", 0)
+    h.order(T0 + 2 * H, "o1", cart_id="k2")
+    h.until(T0 + 5 * D)
+    assert h.sends("abandoned_cart") == []
+    assert not any(k[1].startswith("abandoned_cart") for k in h.sim.pending_timers())
+
+
+def test_cart_viewed_without_change_does_not_restart(harness: Any) -> None:
+    h = harness()
+    _cart_customer(h)
+    h.cart(T0, "k1", 1)
+    h.cart(T0 + 2 * H, "k1", 1)  # same items again
+    h.until(T0 + 4 * H)
+    assert [at for _, _, at in h.steps("abandoned_cart")] == [T0 + 3 * H]
+
+
+# --- cross_sell ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("total", "variant"), [("90", "cross_sell"), ("30", "up_sell")])
+def test_cross_sell_after_30_and_45_days(harness: Any, total: str, variant: str) -> None:
+    h = harness()
+    h.order(T0, "o1", total)
+    h.until(T0 + 60 * D)
+    assert h.steps("cross_sell") == [
+        ("recommendation", variant, T0 + 30 * D),
+        ("reminder", variant, T0 + 45 * D),
+    ]
+
+
+def test_cross_sell_reminder_not_after_a_purchase(harness: Any) -> None:
+    h = harness()
+    h.order(T0, "o1")
+    h.until(T0 + 40 * D)
+    h.order(T0 + 40 * D, "o2")
+    h.until(T0 + 50 * D)
+    assert [s for s, _, _ in h.steps("cross_sell")] == ["recommendation"]
+
+
+# --- satisfaction_survey ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        ("very_satisfied", [("survey", 7 * D), ("thank_you", 8 * D + 2 * H)]),
+        ("satisfied", [("survey", 7 * D), ("thank_you", 8 * D + 2 * H)]),
+        ("not_satisfied", [("survey", 7 * D), ("reassurance", 7 * D + 2 * H)]),
+        (None, [("survey", 7 * D)]),
+    ],
+)
+def test_survey_and_follow_up(harness: Any, answer: Any, expected: Any) -> None:
+    h = harness()
+    h.order(T0, "o1")
+    h.until(T0 + 7 * D + 2 * H)
+    if answer is not None:
+        h.answer(T0 + 7 * D + 2 * H, "o1", answer)
+    h.until(T0 + 60 * D)
+    assert [(s, at - T0) for s, _, at in h.steps("satisfaction_survey")] == expected
+    assert all(s.purpose == "transactional" for s in h.sends("satisfaction_survey"))
+
+
+def test_survey_once_per_order_and_once_per_30_days(harness: Any) -> None:
+    h = harness()
+    h.order(T0, "o1")
+    h.order(T0 + 10 * D, "o2")  # inside 30 days of the first survey instance: none
+    h.order(T0 + 31 * D, "o3")
+    h.until(T0 + 60 * D)
+    assert [s.context["order_id"] for s in h.sends("satisfaction_survey")] == ["o1", "o3"]
+
+
+# --- attribution --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("after", "attributed"), [(5 * D - M, True), (5 * D + M, False)])
+def test_purchase_attributed_to_last_message_inside_window(
+    harness: Any, after: timedelta, attributed: bool
+) -> None:
+    h = harness()
+    h.order(T0, "o1")
+    h.until(T0 + 30 * D)  # cross_sell recommendation sent at +30 d
+    commands = h.order(T0 + 30 * D + after, "o2", "75")
+    found = [c for c in commands if isinstance(c, OrderAttributed)]
+    if attributed:
+        assert [(c.plan, c.step, str(c.revenue)) for c in found] == [
+            ("cross_sell", "recommendation", "75")
+        ]
+    else:
+        assert found == []

@@ -1,0 +1,197 @@
+"""The consumer loop's policy on the in-memory bus: commits, retries, dead letters, stop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import asyncpg
+import pytest
+
+from relance_events.topics import DEAD_LETTERS, EVENTS
+from relance_runtime.bus.memory import InMemoryBus
+from relance_runtime.bus.messages import TopicNames
+from relance_runtime.bus.ports import OutgoingMessage, TopicPartition
+from relance_runtime.consumer import ConsumerLoop, Delivery, is_transient
+from relance_runtime.errors import BusUnavailable, PermanentError, TransientError
+
+from ...integration.runtime.busutil import numbered_event
+
+NAMES = TopicNames("u.")
+SLEPT: list[float] = []
+
+
+async def fake_sleep(seconds: float) -> None:
+    SLEPT.append(seconds)
+    await asyncio.sleep(0)
+
+
+def make_loop(bus: InMemoryBus, handler: object, **kwargs: object) -> ConsumerLoop:
+    return ConsumerLoop(
+        bus,
+        group="g",
+        topics=[NAMES.of(EVENTS)],
+        handler=handler,  # type: ignore[arg-type]
+        dead_letter_topic=NAMES.of(DEAD_LETTERS),
+        poll_timeout_s=0.01,
+        sleep=fake_sleep,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+async def run_until(loop: ConsumerLoop, done: object) -> None:
+    await loop.start()
+    for _ in range(2000):
+        if done():  # type: ignore[operator]
+            break
+        await asyncio.sleep(0.001)
+    await loop.stop()
+
+
+def committed(bus: InMemoryBus) -> int:
+    return sum(offset for (group, _), offset in bus.committed.items() if group == NAMES.group("g"))
+
+
+async def test_offsets_are_committed_only_after_the_handler_succeeded() -> None:
+    bus = InMemoryBus(NAMES)
+    await bus.publish([numbered_event("c", i) for i in range(20)])
+    seen: list[int] = []
+
+    async def handler(deliveries: Sequence[Delivery]) -> None:
+        assert committed(bus) == len(seen), "offsets moved before the effect was durable"
+        seen.extend(range(len(deliveries)))
+
+    loop = make_loop(bus, handler)
+    await run_until(loop, lambda: committed(bus) == 20)
+    assert committed(bus) == 20
+    assert len(seen) == 20
+    assert loop.stats.processed == 20
+
+
+async def test_transient_failures_are_retried_with_backoff_and_never_dead_lettered() -> None:
+    bus = InMemoryBus(NAMES)
+    await bus.publish([numbered_event("c", 1)])
+    attempts = 0
+
+    async def flaky(deliveries: Sequence[Delivery]) -> None:
+        nonlocal attempts
+        attempts += 1
+        if attempts < 6:
+            raise asyncpg.CannotConnectNowError("database restarting")
+
+    SLEPT.clear()
+    loop = make_loop(bus, flaky)
+    await run_until(loop, lambda: loop.stats.processed == 1)
+    assert attempts == 6
+    assert loop.stats.dead_lettered == 0
+    assert len(SLEPT) == 5
+    assert sorted(SLEPT) == SLEPT or max(SLEPT) <= 30, "backoff grows and is capped"
+
+
+async def test_one_bad_event_is_isolated_and_dead_lettered_others_pass() -> None:
+    bus = InMemoryBus(NAMES)
+    events = [numbered_event("c", i) for i in range(5)]
+    await bus.publish(events)
+    bad = events[2].event_id
+    applied: list[object] = []
+
+    async def handler(deliveries: Sequence[Delivery]) -> None:
+        if any(d.event.event_id == bad for d in deliveries):
+            raise KeyError("a bug that only this event triggers")
+        applied.extend(d.event.event_id for d in deliveries)
+
+    loop = make_loop(bus, handler, max_attempts=3)
+    await run_until(loop, lambda: committed(bus) == 5)
+    assert applied == [e.event_id for e in events if e.event_id != bad]
+    letters = bus.records(NAMES.of(DEAD_LETTERS))
+    assert len(letters) == 1
+    assert b"KeyError" in (letters[0].header("dlq-reason") or b"")
+    assert letters[0].header("dlq-consumer-group") == b"g"
+
+
+async def test_permanent_errors_are_not_retried() -> None:
+    bus = InMemoryBus(NAMES)
+    await bus.publish([numbered_event("c", 1)])
+    calls = 0
+
+    async def handler(deliveries: Sequence[Delivery]) -> None:
+        nonlocal calls
+        calls += 1
+        raise PermanentError("contact erased")
+
+    loop = make_loop(bus, handler)
+    await run_until(loop, lambda: loop.stats.dead_lettered == 1)
+    assert calls == 1
+    assert committed(bus) == 1
+
+
+async def test_undecodable_bytes_go_to_the_dead_letter_topic_with_their_origin() -> None:
+    bus = InMemoryBus(NAMES)
+    await bus.publish_raw([OutgoingMessage(NAMES.of(EVENTS), b"k", b"\xff\xfe")])
+    loop = make_loop(bus, lambda deliveries: asyncio.sleep(0))
+    await run_until(loop, lambda: loop.stats.dead_lettered == 1)
+    (letter,) = bus.records(NAMES.of(DEAD_LETTERS))
+    assert letter.value == b"\xff\xfe"
+    assert letter.key == b"k"
+    assert letter.header("dlq-source-offset") == b"0"
+
+
+async def test_stop_abandons_a_batch_that_cannot_finish_and_commits_nothing_for_it() -> None:
+    bus = InMemoryBus(NAMES)
+    await bus.publish([numbered_event("c", 1)])
+    started = asyncio.Event()
+
+    async def stuck(deliveries: Sequence[Delivery]) -> None:
+        started.set()
+        await asyncio.sleep(3600)
+
+    loop = make_loop(bus, stuck, drain_timeout_s=0.05)
+    await loop.start()
+    await asyncio.wait_for(started.wait(), 5)
+    await loop.stop()
+    assert committed(bus) == 0
+    assert not loop.running
+
+
+async def test_a_dead_letter_publish_that_fails_is_retried_not_skipped() -> None:
+    bus = InMemoryBus(NAMES)
+    await bus.publish_raw([OutgoingMessage(NAMES.of(EVENTS), b"k", b"junk")])
+    bus.available = False
+    loop = make_loop(bus, lambda deliveries: asyncio.sleep(0))
+    await loop.start()
+    for _ in range(50):
+        await asyncio.sleep(0.001)
+    assert committed(bus) == 0, "the poison record was committed although not dead-lettered"
+    bus.available = True
+    for _ in range(2000):
+        if committed(bus) == 1:
+            break
+        await asyncio.sleep(0.001)
+    await loop.stop()
+    assert committed(bus) == 1
+    assert len(bus.records(NAMES.of(DEAD_LETTERS))) == 1
+
+
+@pytest.mark.parametrize(
+    ("error", "transient"),
+    [
+        (TransientError("x"), True),
+        (BusUnavailable("x"), True),
+        (asyncpg.DeadlockDetectedError("x"), True),
+        (ConnectionResetError(), True),
+        (PermanentError("x"), False),
+        (ValueError("x"), False),
+    ],
+)
+def test_transient_classification(error: BaseException, transient: bool) -> None:
+    assert is_transient(error) is transient
+
+
+def test_in_memory_assignment_splits_and_covers_all_partitions() -> None:
+    bus = InMemoryBus(NAMES)
+    a, b = bus.consumer("g", [NAMES.of(EVENTS)]), bus.consumer("g", [NAMES.of(EVENTS)])
+    asyncio.run(a.start())
+    asyncio.run(b.start())
+    assert not a.assignment() & b.assignment()
+    assert len(a.assignment() | b.assignment()) == EVENTS.partitions
+    assert TopicPartition(NAMES.of(EVENTS), 0) in a.assignment() | b.assignment()

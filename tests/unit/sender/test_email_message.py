@@ -1,0 +1,134 @@
+from __future__ import annotations
+
+import base64
+import re
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+
+import dkim
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from relance_runtime.tokens import TokenSigner
+from relance_sender.email_message import DkimKey, EmailBuilder, SenderIdentity
+from relance_sender.rendering.renderer import Renderer
+
+from .conftest import NOW, PUBLIC_URL, make_request
+
+
+def parse(data: bytes) -> EmailMessage:
+    msg = message_from_bytes(data, policy=policy.default)
+    assert isinstance(msg, EmailMessage)
+    return msg
+
+
+def parts(msg: EmailMessage) -> tuple[str, str]:
+    text = msg.get_body(preferencelist=("plain",))
+    html = msg.get_body(preferencelist=("html",))
+    assert text is not None and html is not None
+    return text.get_content(), html.get_content()
+
+
+def test_marketing_email_headers_and_both_parts(builder: EmailBuilder, signer: TokenSigner) -> None:
+    built = builder.build(make_request("birthday", "wishes"), to="zoe@example.org", now=NOW)
+    msg = parse(built.data)
+    assert msg["Message-ID"] == "<m-1@mail.shop.example>"
+    assert msg["From"] == "Maison Dupont <news@shop.example>"
+    assert msg["To"] == "zoe@example.org"
+    assert msg["Feedback-ID"] == "birthday:wishes:shop-1:relance"
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    match = re.fullmatch(rf"<{PUBLIC_URL}/u/(\S+)>", str(msg["List-Unsubscribe"]))
+    assert match is not None
+    claims = signer.verify("unsub", match.group(1))
+    assert claims == {"s": "shop-1", "c": "u-1", "m": "m-1", "ch": "email", "pu": "marketing"}
+    text, html = parts(msg)
+    assert f"{PUBLIC_URL}/u/{match.group(1)}" in text and f"{PUBLIC_URL}/u/" in html
+    pixel = re.search(rf'src="{PUBLIC_URL}/t/o/([^"]+)\.gif"', html)
+    assert pixel is not None
+    assert signer.verify("open", pixel.group(1)) == {
+        "s": "shop-1", "c": "u-1", "m": "m-1", "pl": "birthday", "st": "wishes"
+    }  # fmt: skip
+
+
+def test_links_are_rewritten_to_signed_click_tokens(
+    builder: EmailBuilder, signer: TokenSigner
+) -> None:
+    built = builder.build(make_request("cross_sell", "reminder"), to="zoe@example.org", now=NOW)
+    _, html = parts(parse(built.data))
+    targets = set()
+    for token in re.findall(rf'href="{PUBLIC_URL}/t/c/([^"]+)"', html):
+        claims = signer.verify("click", token)
+        assert (claims["m"], claims["pl"], claims["st"]) == ("m-1", "cross_sell", "reminder")
+        targets.add(claims["u"])
+    assert {"https://shop.example/p/echarpe", "https://shop.example"} <= targets
+    assert 'href="https://shop.example' not in html
+
+
+def test_survey_links_carry_order_and_answer(builder: EmailBuilder, signer: TokenSigner) -> None:
+    built = builder.build(
+        make_request("satisfaction_survey", "survey"), to="zoe@example.org", now=NOW
+    )
+    _, html = parts(parse(built.data))
+    tokens = re.findall(rf'href="{PUBLIC_URL}/s/([^"]+)"', html)
+    answers = [signer.verify("survey", t) for t in tokens]
+    assert [a["a"] for a in answers] == ["very_satisfied", "satisfied", "not_satisfied"]
+    assert {a["o"] for a in answers} == {"o-42"}
+
+
+def test_transactional_mail_has_its_own_sender_and_no_unsubscribe_or_tracking(
+    builder: EmailBuilder,
+) -> None:
+    request = make_request("satisfaction_survey", "reassurance", purpose="transactional")
+    msg = parse(builder.build(request, to="zoe@example.org", now=NOW).data)
+    assert msg["From"] == "Maison Dupont <commandes@shop.example>"
+    assert msg["List-Unsubscribe"] is None and msg["List-Unsubscribe-Post"] is None
+    text, html = parts(msg)
+    assert "/t/o/" not in html and "/t/c/" not in html and "/u/" not in text
+    assert 'href="https://shop.example/aide"' in html
+
+
+@pytest.fixture(scope="module")
+def rsa_key() -> tuple[bytes, bytes]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return private, public
+
+
+def test_dkim_signature_verifies_and_covers_both_rfc8058_headers(
+    renderer: Renderer,
+    signer: TokenSigner,
+    identity: SenderIdentity,
+    rsa_key: tuple[bytes, bytes],
+) -> None:
+    private, public = rsa_key
+    builder = EmailBuilder(
+        renderer=renderer,
+        signer=signer,
+        public_url=PUBLIC_URL,
+        identity=identity,
+        dkim_key=DkimKey("s1", "shop.example", private),
+    )
+    data = builder.build(make_request("birthday", "wishes"), to="zoe@example.org", now=NOW).data
+    record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+
+    def dns(name: bytes, timeout: int = 5) -> bytes:
+        assert name == b"s1._domainkey.shop.example."
+        return record
+
+    assert dkim.verify(data, dnsfunc=dns)
+    signature = parse(data)["DKIM-Signature"]
+    signed = re.search(r"h=([^;]+)", str(signature).replace(" ", "").replace("\n", ""))
+    assert signed is not None
+    headers = signed.group(1).lower().split(":")
+    assert "list-unsubscribe" in headers and "list-unsubscribe-post" in headers
+    tampered = data.replace(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click",
+                            b"List-Unsubscribe-Post: List-Unsubscribe=One-Clack")  # fmt: skip
+    assert not dkim.verify(tampered, dnsfunc=dns)

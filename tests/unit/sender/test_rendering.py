@@ -1,0 +1,129 @@
+from __future__ import annotations
+
+import pytest
+
+from relance_sender.errors import RenderError
+from relance_sender.rendering.renderer import BUILTIN_COPY, Renderer
+
+from .conftest import full_context, make_request
+
+EXPECTED_KEYS = {
+    ("welcome_pack", "welcome", "vip"),
+    ("welcome_pack", "welcome", "standard"),
+    ("welcome_pack", "second_purchase", "star"),
+    ("welcome_pack", "second_purchase", "standard"),
+    ("anti_churn", "reminder_1", None),
+    ("anti_churn", "reminder_2", None),
+    ("anti_churn", "reminder_3", None),
+    ("birthday", "wishes", None),
+    ("birthday", "reminder_1", None),
+    ("birthday", "reminder_2", None),
+    ("abandoned_cart", "reminder_1", None),
+    ("abandoned_cart", "reminder_2", None),
+    ("abandoned_cart", "reminder_3", None),
+    ("cross_sell", "recommendation", "cross_sell"),
+    ("cross_sell", "recommendation", "up_sell"),
+    ("cross_sell", "reminder", None),
+    ("satisfaction_survey", "survey", None),
+    ("satisfaction_survey", "thank_you", None),
+    ("satisfaction_survey", "reassurance", None),
+}
+
+
+class Links:
+    def click(self, url: str) -> str:
+        return f"https://t.example/c?u={url}"
+
+    def survey(self, answer: str) -> str:
+        return f"https://t.example/s/{answer}"
+
+
+@pytest.mark.parametrize("locale", ["fr", "en"])
+def test_every_plan_step_and_variant_ships_in_french_and_english(locale: str) -> None:
+    assert set(BUILTIN_COPY[locale]) == EXPECTED_KEYS
+
+
+@pytest.mark.parametrize("locale", ["fr", "en"])
+@pytest.mark.parametrize("key", sorted(EXPECTED_KEYS, key=str))
+def test_every_template_renders_email_and_sms(
+    renderer: Renderer, locale: str, key: tuple[str, str, str | None]
+) -> None:
+    request = make_request(*key, locale=locale)
+    email = renderer.render_email(
+        request, Links(), unsubscribe_url="https://u.example/x", pixel_url="https://p.example/x"
+    )
+    assert email.subject and email.locale == locale
+    assert "Zoé" in email.text and "https://u.example/x" in email.text
+    assert 'href="https://u.example/x"' in email.html and "https://p.example/x" in email.html
+    sms = renderer.render_sms(request, french_number=True)
+    assert sms.text.startswith("Maison Dupont: ") and sms.text.endswith("STOP SMS")
+
+
+def test_cart_reminder_lists_items_escapes_html_and_offers_no_discount(renderer: Renderer) -> None:
+    email = renderer.render_email(
+        make_request("abandoned_cart", "reminder_1"), Links(), unsubscribe_url=None, pixel_url=None
+    )
+    assert "Pull en laine x 2: 49,90\u00a0€" in email.text
+    assert "Bonnet &lt;rouge&gt;" in email.html and "Bonnet <rouge>" not in email.html
+    assert "118,80\u00a0€" in email.html
+    assert "Paiement 100 % sécurisé" in email.text
+    assert "BDAY15" not in email.text and "%" not in email.subject
+
+
+def test_survey_has_three_one_click_answers(renderer: Renderer) -> None:
+    email = renderer.render_email(
+        make_request("satisfaction_survey", "survey", locale="en"),
+        Links(),
+        unsubscribe_url=None,
+        pixel_url=None,
+    )
+    for answer in ("very_satisfied", "satisfied", "not_satisfied"):
+        assert f'href="https://t.example/s/{answer}"' in email.html
+    assert "Very satisfied" in email.text and "Not satisfied" in email.text
+
+
+def test_birthday_shows_code_and_french_date(renderer: Renderer) -> None:
+    email = renderer.render_email(
+        make_request("birthday", "wishes"), Links(), unsubscribe_url=None, pixel_url=None
+    )
+    assert "BDAY15" in email.html and "31 mars 2025" in email.text
+
+
+def test_missing_variable_is_a_render_error_not_a_blank(renderer: Renderer) -> None:
+    context = full_context()
+    del context["promo"]
+    with pytest.raises(RenderError) as error:
+        renderer.render_email(
+            make_request("birthday", "wishes", context=context),
+            Links(),
+            unsubscribe_url=None,
+            pixel_url=None,
+        )
+    assert "promo" in str(error.value)
+
+
+def test_unknown_step_is_a_render_error(renderer: Renderer) -> None:
+    with pytest.raises(RenderError):
+        renderer.render_sms(make_request("birthday", "no_such_step"), french_number=False)
+
+
+def test_unknown_locale_falls_back_to_the_default_and_regional_locales_use_their_base(
+    renderer: Renderer,
+) -> None:
+    request = make_request("birthday", "wishes", locale="de-DE")
+    assert renderer.render_sms(request, french_number=True).locale == "fr"
+    request = make_request("birthday", "wishes", locale="en_GB")
+    assert renderer.render_sms(request, french_number=False).text.endswith("Reply STOP to opt out")
+
+
+def test_sandbox_refuses_template_tricks(renderer: Renderer) -> None:
+    context = full_context()
+    context["promo"]["discount"] = "{{ ''.__class__.__mro__ }}"
+    email = renderer.render_email(
+        make_request("birthday", "wishes", context=context),
+        Links(),
+        unsubscribe_url=None,
+        pixel_url=None,
+    )
+    # Context values are data, never evaluated as templates.
+    assert "{{ &#39;&#39;.__class__.__mro__ }}" in email.html

@@ -41,3 +41,7 @@ test-unit: setup ## Only the pure, fast tests
 	.venv/bin/pytest tests/unit $(PYTEST_ARGS)
 
 .PHONY: help uv setup run infra-up infra-down check test test-unit
+
+docs: setup ## Regenerate the README's configuration reference from the code
+	.venv/bin/relance config --update-readme README.md
+.PHONY: docs

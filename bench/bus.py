@@ -192,9 +192,13 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=1000, help="events/s for the latency run")
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of the latency run")
     parser.add_argument("--linger-ms", type=int, default=2)
+    parser.add_argument("--note", help="what else ran on the machine, stored with the figures")
     args = parser.parse_args()
 
-    results: dict[str, Any] = {"at": datetime.now(UTC).isoformat(), "cpus": os.cpu_count()}
+    results: dict[str, Any] = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    results.update({"at": datetime.now(UTC).isoformat(), "cpus": os.cpu_count()})
+    if args.note:
+        results["note"] = args.note
     if args.bus in ("kafka", "both"):
         results["kafka"] = asyncio.run(run_kafka(args))
         print("kafka   ", json.dumps(results["kafka"]))

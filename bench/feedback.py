@@ -1,9 +1,13 @@
 """Feedback bench: latency from the survey answer POST to the support alert leaving.
 
-Runs a real PostgreSQL (pgserver), the feedback router in-process (ASGI), the delivery
-worker loop, and a webhook receiver on loopback; posts `--answers` not-satisfied answers
-(`--concurrency` at a time) and measures, per answer, POST start -> the receiver having
-the signed alert. Goal: p99 < 2 s. Prints a summary and writes bench/results/feedback.json.
+Runs the feedback component exactly as `relance up` wires it (`bootstrap.build`) on a
+started platform: a real PostgreSQL (pgserver), the PostgreSQL-log bus, the platform outbox
+and inbox, the contact/order consumer and the alert worker as background tasks. Each
+customer's `contact.identified` and `order.completed` are published on the bus first (so
+alerts carry name, email, phone and order); then `--answers` not-satisfied answers are POSTed
+to `/s/{token}` (`--concurrency` at a time) through the ASGI app, and a webhook receiver on
+loopback (allow-listed) records when each signed alert arrives. Latency per answer: POST
+start -> alert received. Goal: p99 < 2 s. Prints a summary, writes bench/results/feedback.json.
 
     uv run --frozen python bench/feedback.py --answers 300 --concurrency 10
 """
@@ -18,36 +22,37 @@ import statistics
 import tempfile
 import time
 import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
 import pgserver
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 
-from relance_feedback.adapters.postgres import PoolTransactor, PostgresFeedbackRepository
-from relance_feedback.adapters.webhook_http import HttpWebhookSender, webhook_client
-from relance_feedback.domain.addresses import Allowlist
-from relance_feedback.domain.signing import WebhookSecret
-from relance_feedback.http import FeedbackDeps, build_router
-from relance_feedback.services import AlertDelivery, AlertTarget, FeedbackService
-from relance_runtime.clock import SystemClock
-from relance_runtime.tokens import TokenSigner
+from relance_events import Event, new_event
+from relance_events.payloads import ContactIdentified, ContactTraits, LineItem, OrderCompleted
+from relance_feedback.bootstrap import build
+from relance_feedback.settings import FeedbackSettings
+from relance_runtime.auth import install_auth_handler
+from relance_runtime.platform import start_platform
+from relance_runtime.settings import CommonSettings
 
-MIGRATIONS = Path(__file__).resolve().parents[1] / (
-    "services/feedback/src/relance_feedback/migrations"
-)
 RESULTS = Path(__file__).resolve().parent / "results" / "feedback.json"
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+SHOP = "shop-bench"
 GOAL_P99_S = 2.0
 
 
 class Receiver:
-    """Records when each webhook id first arrived; answers 200."""
+    """Records when each alert (by order id) first arrived, and whether it was complete."""
 
     def __init__(self) -> None:
         self.arrived: dict[str, float] = {}
+        self.with_contact = 0
         self.port = 0
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -61,7 +66,10 @@ class Receiver:
                 }
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
                 data = json.loads(body)["data"]
-                self.arrived.setdefault(data["order"]["id"], time.perf_counter())
+                order = data["order"]["id"]
+                if order not in self.arrived:
+                    self.arrived[order] = time.perf_counter()
+                    self.with_contact += bool(data["contact"]["email"])
                 writer.write(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
                 await writer.drain()
         writer.close()
@@ -74,42 +82,68 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def run(answers: int, concurrency: int) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="relance-bench-pg-") as tmp:
-        server = pgserver.get_server(tmp, cleanup_mode="stop")
+    with tempfile.TemporaryDirectory(prefix="relance-bench-") as tmp:
+        server = pgserver.get_server(str(Path(tmp) / "pg"), cleanup_mode="stop")
         try:
-            return await _bench(server.get_uri(), answers, concurrency)
+            return await _bench(server.get_uri(), Path(tmp), answers, concurrency)
         finally:
             server.cleanup()
 
 
-async def _bench(dsn: str, answers: int, concurrency: int) -> dict[str, Any]:
-    name = f"bench_{uuid.uuid4().hex}"
-    admin = await asyncpg.connect(dsn)
+def customer_events(i: int) -> list[Event[Any]]:
+    at = datetime.now(UTC)
+    user = f"u-{i}"
+    return [
+        new_event(
+            ContactIdentified(
+                user_id=user,
+                traits=ContactTraits(first_name="Ada", last_name=f"N{i}",
+                                     email=f"{user}@example.com", phone="+33612345678"),
+            ),
+            shop_id=SHOP, contact_key=user, source="bench", occurred_at=at,
+        ),
+        new_event(
+            OrderCompleted(
+                order_id=f"o-{i}", total=Decimal("59.90"),
+                items=[LineItem(product_id="p1", name="Teapot", price=Decimal("59.90"))],
+            ),
+            shop_id=SHOP, contact_key=user, source="bench", occurred_at=at,
+        ),
+    ]  # fmt: skip
+
+
+async def _bench(root_dsn: str, tmp: Path, answers: int, concurrency: int) -> dict[str, Any]:
+    name = f"bench_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(root_dsn)
     await admin.execute(f'CREATE DATABASE "{name}"')
-    pool = await asyncpg.create_pool(dsn, database=name, min_size=2, max_size=10)
+    dsn = urlunsplit(urlsplit(root_dsn)._replace(path=f"/{name}"))
     receiver = Receiver()
     rx_server = await asyncio.start_server(receiver.handle, "127.0.0.1", 0)
     receiver.port = rx_server.sockets[0].getsockname()[1]
-    stop = asyncio.Event()
+    common = CommonSettings(
+        database_url=dsn, bus="postgres", data_dir=tmp / "var", admin_keys=f"{SHOP}:ak-bench"
+    )
+    platform = await start_platform(common, client_id="relance-bench")
+    settings = FeedbackSettings(
+        support_webhook_url=f"http://127.0.0.1:{receiver.port}/support",
+        support_webhook_secret=SECRET,
+        webhook_allowlist="127.0.0.1",
+        feedback_delivery_batch=50,
+    )
+    component = build(platform, settings)
+    await component.start()
     try:
-        async with pool.acquire() as conn:
-            for migration in sorted(MIGRATIONS.glob("*.sql")):
-                await conn.execute(migration.read_text())
-        repo, tx = PostgresFeedbackRepository(), PoolTransactor(pool)
-        client = webhook_client(Allowlist.parse("127.0.0.1"), timeout_s=15.0)
-        worker = AlertDelivery(
-            repo, tx, HttpWebhookSender(client), (WebhookSecret.parse(SECRET),), batch=50
-        )
-        url = f"http://127.0.0.1:{receiver.port}/support"
-        service = FeedbackService(repo, tx, AlertTarget(url, "full"), None, worker.wake)
-        signer = TokenSigner({"k1": b"bench-secret-0123456789"}, "k1")
-
-        def authenticate(request: Request, kind: str) -> str:
-            return "shop-bench"
+        seeded = time.perf_counter()
+        for i in range(answers):
+            await platform.bus.publish(customer_events(i))
+        while await platform.pool.fetchval("SELECT count(*) FROM feedback_orders") < answers:
+            await asyncio.sleep(0.02)
+        seeded = time.perf_counter() - seeded
 
         app = FastAPI()
-        app.include_router(build_router(FeedbackDeps(service, signer, authenticate, SystemClock())))
-        worker_task = asyncio.create_task(worker.run(SystemClock(), stop, idle_s=1.0))
+        install_auth_handler(app)
+        for router in component.routers():
+            app.include_router(router)
         started: dict[str, float] = {}
         gate = asyncio.Semaphore(concurrency)
         transport = httpx.ASGITransport(app=app)
@@ -117,11 +151,10 @@ async def _bench(dsn: str, answers: int, concurrency: int) -> dict[str, Any]:
 
             async def answer(i: int) -> None:
                 order = f"o-{i}"
-                token = signer.mint(
+                token = platform.tokens.mint(
                     "survey",
-                    {"s": "shop-bench", "c": f"u-{i}", "m": f"m-{i}", "o": order,
-                     "a": "not_satisfied"},
-                )  # fmt: skip
+                    {"s": SHOP, "c": f"u-{i}", "m": f"m-{i}", "o": order, "a": "not_satisfied"},
+                )
                 async with gate:
                     started[order] = time.perf_counter()
                     response = await http.post(f"/s/{token}", data={"comment": "late"})
@@ -133,16 +166,21 @@ async def _bench(dsn: str, answers: int, concurrency: int) -> dict[str, Any]:
             while len(receiver.arrived) < answers and time.perf_counter() < deadline:
                 await asyncio.sleep(0.01)
             wall = time.perf_counter() - wall
-        stop.set()
-        await worker_task
-        await client.aclose()
+            events = await platform.pool.fetchval(
+                "SELECT count(*) FROM bus_log WHERE $1 = ANY(header_values)",
+                b"survey.answered",
+            )
         latencies = [receiver.arrived[o] - started[o] for o in started if o in receiver.arrived]
         p99 = percentile(latencies, 99) if latencies else float("inf")
         return {
-            "bench": "feedback answer POST -> support alert received",
+            "bench": "feedback answer POST -> support alert received (wired component)",
+            "path": "bootstrap.build on start_platform (postgres log bus), ASGI, loopback hook",
             "answers": answers,
             "concurrency": concurrency,
             "delivered": len(latencies),
+            "alerts_with_contact": receiver.with_contact,
+            "survey_answered_events": int(events),
+            "seed_contacts_orders_s": round(seeded, 3),
             "p50_s": round(percentile(latencies, 50), 4) if latencies else None,
             "p95_s": round(percentile(latencies, 95), 4) if latencies else None,
             "p99_s": round(p99, 4),
@@ -153,9 +191,9 @@ async def _bench(dsn: str, answers: int, concurrency: int) -> dict[str, Any]:
             "goal_met": len(latencies) == answers and p99 < GOAL_P99_S,
         }
     finally:
-        stop.set()
+        await component.stop()
+        await platform.stop()
         rx_server.close()
-        await pool.close()
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
 

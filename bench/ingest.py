@@ -1,12 +1,15 @@
 """Ingest load generator: single-event req/s (p50/p99) and batched events/s on loopback.
 
-By default it starts its own ingest server (uvicorn, one worker) in a subprocess whose
-publisher acknowledges in memory, so the figures measure the HTTP edge + mapping. Point
-`--target` at a server wired to real Kafka (acks=all) for the real figures; pass the
-server's pid with `--server-pid` to get its CPU too.
+By default it runs the real thing: a PostgreSQL from pgserver (in a temporary directory,
+or `--dsn`), and `relance serve ingest` as its own process with RELANCE_BUS=kafka, so every
+200 means acks=all on the local broker (`make infra-up`, RELANCE_KAFKA_BOOTSTRAP).
+`--in-memory` instead serves the ingest router with a publisher that acknowledges in
+memory (the HTTP edge + mapping alone). `--target` drives a server started elsewhere;
+pass its pid with `--server-pid` to get its CPU too.
 
 Examples:
-  uv run --frozen python bench/ingest.py                       # self-hosted server, 10 s each
+  uv run --frozen python bench/ingest.py                       # real Kafka, 10 s each
+  uv run --frozen python bench/ingest.py --in-memory
   uv run --frozen python bench/ingest.py --target http://127.0.0.1:8000 --write-key KEY
 Results are printed and written to bench/results/ingest.json. The load generator's own
 CPU time is reported (it shares the 2 cores with the server, so it matters).
@@ -20,10 +23,12 @@ import base64
 import json
 import os
 import resource
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Sequence
@@ -36,6 +41,68 @@ import orjson
 
 RESULTS = Path(__file__).parent / "results" / "ingest.json"
 DEV_KEY = "bench-write-key"
+REPO = Path(__file__).resolve().parents[1]
+RELANCE = REPO / ".venv" / "bin" / "relance"
+
+
+def start_real_server(
+    port: int, dsn: str | None, workdir: Path
+) -> tuple[subprocess.Popen[bytes], Any]:
+    """`relance serve ingest` on real Kafka; returns the process and the pgserver handle."""
+    pg: Any = None
+    if dsn is None:
+        import pgserver
+
+        pg = pgserver.get_server(str(workdir / "pg"), cleanup_mode="stop")
+        dsn = str(pg.get_uri())
+    env = {
+        **os.environ,
+        "RELANCE_BUS": "kafka",
+        "RELANCE_DATABASE_URL": dsn,
+        "RELANCE_WRITE_KEYS": f"default:{DEV_KEY}",
+        # Topics are reused between runs rather than piling up on the broker.
+        "RELANCE_TOPIC_PREFIX": os.environ.get("RELANCE_TOPIC_PREFIX", "bench."),
+        "RELANCE_DATA_DIR": str(workdir / "var"),
+        "RELANCE_LOG_LEVEL": "WARNING",
+        # The bench measures throughput, not the per-key token bucket.
+        "RELANCE_INGEST_RATE_PER_S": "100000000",
+        "RELANCE_INGEST_RATE_BURST": "100000000",
+    }
+    server = subprocess.Popen(
+        [str(RELANCE), "serve", "ingest", "--host", "127.0.0.1", "--port", str(port)], env=env
+    )
+    return server, pg
+
+
+def wait_ready(url: str, server: subprocess.Popen[bytes], path: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit(f"the server exited with {server.returncode}")
+        try:
+            if httpx.get(f"{url}{path}", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"{url}{path} not ready after 60 s")
+
+
+def machine() -> dict[str, Any]:
+    """Load and the busiest other processes: the 2 cores are shared."""
+    mine = {os.getpid()}
+    top = subprocess.run(
+        ["ps", "-eo", "pid,pcpu,args", "--sort=-pcpu", "--no-headers"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.splitlines()
+    others = []
+    for line in top:
+        pid, cpu, args = line.split(None, 2)
+        if int(pid) not in mine and float(cpu) >= 5.0:
+            others.append(f"{cpu}% {args[:90]}")
+    return {"loadavg": os.getloadavg(), "cores": os.cpu_count(), "busy_processes": others[:8]}
 
 
 def serve(port: int) -> None:
@@ -76,12 +143,15 @@ def serve(port: int) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
+EVENT = os.environ.get("BENCH_EVENT", "Order Completed")
+
+
 def _message(i: int) -> dict[str, Any]:
     return {
         "type": "track",
         "messageId": str(uuid.uuid4()),
         "userId": f"u{i % 5000}",  # ids vary so nothing is cached along the way
-        "event": "Order Completed",
+        "event": EVENT,
         "properties": {"order_id": f"o{i}", "total": 42.5, "currency": "EUR"},
         "timestamp": datetime.now(UTC).isoformat(),
     }
@@ -120,19 +190,31 @@ async def _run(
     host = url.removeprefix("http://").rstrip("/")
     address, port = host.split(":")
     auth = base64.b64encode(f"{key}:".encode()).decode()
+    # Built before the clock starts, so the generator's CPU goes to sending and reading.
+    count = 60_000 if batch == 1 else 1_500
+    if batch == 1:
+        requests_pool = [
+            _request(host, "/v1/track", auth, orjson.dumps(_message(i))) for i in range(count)
+        ]
+    else:
+        requests_pool = [
+            _request(
+                host,
+                "/v1/batch",
+                auth,
+                orjson.dumps({"batch": [_message(i * batch + j) for j in range(batch)]}),
+            )
+            for i in range(count)
+        ]
     deadline = time.perf_counter() + duration_s
 
     async def worker(w: int) -> None:
         nonlocal errors
         connection = _Connection(*await asyncio.open_connection(address, int(port)))
-        i = w * 1_000_000
+        i = w
         while time.perf_counter() < deadline:
-            if batch == 1:
-                request = _request(host, "/v1/track", auth, orjson.dumps(_message(i)))
-            else:
-                items = [_message(i + j) for j in range(batch)]
-                request = _request(host, "/v1/batch", auth, orjson.dumps({"batch": items}))
-            i += batch
+            request = requests_pool[i % len(requests_pool)]
+            i += concurrency
             started = time.perf_counter()
             status = await connection.post(request)
             latencies.append(time.perf_counter() - started)
@@ -180,6 +262,8 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--target", help="ingest base URL; default: start a local server")
+    parser.add_argument("--in-memory", action="store_true", help="in-memory bus, no Kafka")
+    parser.add_argument("--dsn", help="PostgreSQL for the real server (default: pgserver)")
     parser.add_argument("--write-key", default=DEV_KEY, help="write key for --target")
     parser.add_argument("--server-pid", type=int, help="pid of --target, to report its CPU")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per scenario")
@@ -194,19 +278,27 @@ def main() -> None:
         return
 
     server: subprocess.Popen[bytes] | None = None
+    pg: Any = None
+    workdir = Path(tempfile.mkdtemp(prefix="relance-bench-"))
     url, pid = args.target, args.server_pid
+    mode = "target" if url else ("in-memory" if args.in_memory else "kafka")
     if url is None:
         port = _free_port()
-        server = subprocess.Popen([sys.executable, __file__, "--serve", str(port)])
-        url, pid = f"http://127.0.0.1:{port}", server.pid
-        for _ in range(100):
-            try:
-                httpx.get(f"{url}/docs", timeout=0.5)
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
+        url = f"http://127.0.0.1:{port}"
+        if args.in_memory:
+            server = subprocess.Popen([sys.executable, __file__, "--serve", str(port)])
+            wait_ready(url, server, "/docs")
+        else:
+            server, pg = start_real_server(port, args.dsn, workdir)
+            wait_ready(url, server, "/readyz")
+        pid = server.pid
     try:
-        results: dict[str, Any] = {"target": url, "self_hosted_server": server is not None}
+        results: dict[str, Any] = {
+            "target": url,
+            "mode": mode,
+            "at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "machine_before": machine(),
+        }
         for name, batch, conc in (
             ("single", 1, args.concurrency),
             ("batched", args.batch_size, args.batch_concurrency),
@@ -226,13 +318,17 @@ def main() -> None:
                 f" s ({figures['load_generator_cpu_share']:.0%} of a core)"
                 + (f"  server CPU {figures['server_cpu_s']} s" if "server_cpu_s" in figures else "")
             )
+        results["machine_after"] = machine()
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(results, indent=2) + "\n")
         print(f"written to {args.output}")
     finally:
         if server is not None:
             server.terminate()
-            server.wait(timeout=10)
+            server.wait(timeout=30)
+        if pg is not None:
+            pg.cleanup()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

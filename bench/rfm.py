@@ -1,9 +1,12 @@
 """Benchmark segmentation on PostgreSQL: full RFM + stage + tier recompute, per-event latency.
 
 Generates N contacts with about 5 orders each (COPY), then measures:
-  - the first full recompute (every profile written, every change recorded),
-  - a steady-state recompute one day later (only what changed is written),
-  - `apply_event` latency (one order per transaction, commit included) for random contacts.
+  - the first full recompute (every profile written, every change staged; the 3 changes per
+    contact of this bulk-loaded start are counted, not turned into events),
+  - a steady-state recompute one day later (only what changed is written), including its
+    change events appended to the PostgreSQL log through the outbox,
+  - per-event latency for random contacts, one order per transaction, commit included:
+    `apply_event` alone, and as the consumer does it (inbox claim + apply + outbox).
 Prints the figures and writes them as JSON to bench/results/rfm.json.
 
     uv run --frozen python bench/rfm.py --contacts 1000000
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import statistics
 import tempfile
@@ -33,7 +37,12 @@ import asyncpg
 
 from relance_events.event import new_event
 from relance_events.payloads import OrderCompleted
-from relance_segmentation.adapters.postgres import SegmentationRepository, migration_files
+from relance_runtime.bus.messages import TopicNames
+from relance_runtime.bus.postgres import PostgresLogBus
+from relance_runtime.db import migrate
+from relance_runtime.inbox import claim_new
+from relance_runtime.platform import LogOutbox
+from relance_segmentation.adapters.postgres import SegmentationRepository
 from relance_segmentation.domain.lifecycle import LifecycleConfig
 
 NOW = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
@@ -108,17 +117,28 @@ async def load(conn: asyncpg.Connection, contacts: int, seed: int) -> tuple[int,
     return total_orders, time.perf_counter() - started
 
 
+def _percentiles(latencies: list[float]) -> tuple[float, float]:
+    latencies.sort()
+    return (
+        statistics.median(latencies),
+        latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+    )
+
+
 async def run(dsn: str, contacts: int, events: int, seed: int) -> dict[str, Any]:
     name = f"bench_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(dsn)
     await admin.execute(f'create database "{name}"')
     base, _, query = dsn.partition("?")
-    conn = await asyncpg.connect(
-        base.rsplit("/", 1)[0] + f"/{name}" + (f"?{query}" if query else "")
-    )
+    db_dsn = base.rsplit("/", 1)[0] + f"/{name}" + (f"?{query}" if query else "")
+    conn = await asyncpg.connect(db_dsn)
+    pool = await asyncpg.create_pool(db_dsn, min_size=1, max_size=2)
+    assert pool is not None
     try:
-        for path in migration_files():
-            await conn.execute(path.read_text())
+        await migrate(conn)
+        bus = PostgresLogBus(pool, db_dsn, names=TopicNames("bench."))
+        await bus.start()
+        outbox = LogOutbox(bus)
         orders, load_s = await load(conn, contacts, seed)
         print(f"loaded {contacts:,} contacts / {orders:,} orders in {load_s:.1f} s")
         repo = SegmentationRepository(LifecycleConfig(), basket_window_days=365)
@@ -129,53 +149,124 @@ async def run(dsn: str, contacts: int, events: int, seed: int) -> dict[str, Any]
         first_s = time.perf_counter() - t
         print(
             f"first full recompute: {first_s:.2f} s ({first.profiles_written:,} profiles, "
-            f"{first.changes_recorded:,} changes)"
+            f"{first.changes_recorded:,} changes staged)"
         )
+        await conn.execute("vacuum analyze segmentation_contacts")
 
+        steady_now = NOW + timedelta(days=1)
         t = time.perf_counter()
         async with conn.transaction():
-            steady = await repo.recompute(conn, SHOP, NOW + timedelta(days=1))
+            steady = await repo.recompute(conn, SHOP, steady_now)
+            sql_s = time.perf_counter() - t
+            emitted = 0
+            async for chunk in repo.recompute_changes(conn, SHOP, steady_now):
+                await outbox.add(conn, [c.event() for c in chunk])
+                emitted += len(chunk)
         steady_s = time.perf_counter() - t
         print(
-            f"next-day full recompute: {steady_s:.2f} s ({steady.profiles_written:,} profiles, "
-            f"{steady.changes_recorded:,} changes)"
+            f"next-day full recompute: {steady_s:.2f} s (SQL {sql_s:.2f} s; "
+            f"{steady.profiles_written:,} profiles, {emitted:,} change events published)"
         )
 
         rnd = random.Random(seed + 1)
-        latencies: list[float] = []
         at = NOW + timedelta(days=1, hours=1)
-        for i in range(events):
-            event = new_event(
+
+        def order(i: int) -> Any:
+            return new_event(
                 OrderCompleted(order_id=f"live{i}", total=Decimal(rnd.randrange(500, 30000)) / 100),
                 shop_id=SHOP,
                 contact_key=f"c{rnd.randrange(contacts)}",
                 source="bench",
                 occurred_at=at,
             )
+
+        alone: list[float] = []
+        for i in range(events):
+            event = order(i)
             t = time.perf_counter()
             async with conn.transaction():
                 await repo.apply_event(conn, event, at)
-            latencies.append((time.perf_counter() - t) * 1000)
-        latencies.sort()
-        p50 = statistics.median(latencies)
-        p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-        print(f"per-event update: p50 {p50:.2f} ms, p99 {p99:.2f} ms over {events:,} orders")
+            alone.append((time.perf_counter() - t) * 1000)
+        p50, p99 = _percentiles(alone)
+        print(f"per-event apply_event: p50 {p50:.2f} ms, p99 {p99:.2f} ms over {events:,} orders")
+
+        full: list[float] = []
+        changed = 0
+        for i in range(events, 2 * events):
+            event = order(i)
+            t = time.perf_counter()
+            async with conn.transaction():
+                if await claim_new(conn, "segmentation", [event.event_id]):
+                    made = await repo.apply_event(conn, event, at)
+                    await outbox.add(conn, [c.event() for c in made])
+                    changed += bool(made)
+            full.append((time.perf_counter() - t) * 1000)
+        c50, c99 = _percentiles(full)
+        print(
+            f"per-event inbox + apply + outbox: p50 {c50:.2f} ms, p99 {c99:.2f} ms "
+            f"({changed:,} of {events:,} orders changed a stage, tier or segment)"
+        )
+        floor: list[float] = []
+        for _ in range(events):
+            t = time.perf_counter()
+            async with conn.transaction():
+                await conn.execute(
+                    "update segmentation_shop_stats set contacts = contacts where shop_id = $1",
+                    SHOP,
+                )
+            floor.append((time.perf_counter() - t) * 1000)
+        f50, f99 = _percentiles(floor)
+        print(f"commit floor (one-row update per transaction): p50 {f50:.2f} ms, p99 {f99:.2f} ms")
+
+        # what the consumer does: a polled batch in one transaction
+        batch_size = 100
+        per_event: list[float] = []
+        batches: list[float] = []
+        for b in range(2 * events, 2 * events + 10 * events, batch_size):
+            batch = [order(i) for i in range(b, b + batch_size)]
+            t = time.perf_counter()
+            async with conn.transaction():
+                new = await claim_new(conn, "segmentation", [e.event_id for e in batch])
+                made = []
+                for e in batch:
+                    if e.event_id in new:
+                        made.extend(c.event() for c in await repo.apply_event(conn, e, at))
+                await outbox.add(conn, made)
+            took = (time.perf_counter() - t) * 1000
+            batches.append(took)
+            per_event.append(took / batch_size)
+        b50, b99 = _percentiles(batches)
+        print(
+            f"batches of {batch_size} (inbox + apply + outbox): per event "
+            f"{statistics.mean(per_event):.2f} ms on average; whole batch p50 {b50:.1f} ms, "
+            f"p99 {b99:.1f} ms over {len(batches)} batches"
+        )
         return {
             "contacts": contacts,
             "orders": orders,
             "load_s": round(load_s, 2),
             "first_recompute_s": round(first_s, 3),
             "first_recompute_profiles_written": first.profiles_written,
-            "first_recompute_changes": first.changes_recorded,
+            "first_recompute_changes_staged": first.changes_recorded,
             "steady_recompute_s": round(steady_s, 3),
+            "steady_recompute_sql_s": round(sql_s, 3),
             "steady_recompute_profiles_written": steady.profiles_written,
-            "steady_recompute_changes": steady.changes_recorded,
+            "steady_recompute_change_events": emitted,
             "event_count": events,
             "event_p50_ms": round(p50, 3),
             "event_p99_ms": round(p99, 3),
+            "event_with_inbox_outbox_p50_ms": round(c50, 3),
+            "event_with_inbox_outbox_p99_ms": round(c99, 3),
+            "commit_floor_p50_ms": round(f50, 3),
+            "commit_floor_p99_ms": round(f99, 3),
+            "batch_size": batch_size,
+            "batched_event_mean_ms": round(statistics.mean(per_event), 3),
+            "batch_p50_ms": round(b50, 2),
+            "batch_p99_ms": round(b99, 2),
             "goals": {"full_recompute_s": 5.0, "event_p99_ms": 5.0},
         }
     finally:
+        await pool.close()
         await conn.close()
         await admin.execute(f'drop database "{name}"')
         await admin.close()
@@ -190,6 +281,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--dsn", help="an existing PostgreSQL (default: start one with pgserver)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "rfm.json")
+    parser.add_argument("--note", default="", help="what else ran on the machine")
     args = parser.parse_args()
     if args.dsn:
         figures = asyncio.run(run(args.dsn, args.contacts, args.events, args.seed))
@@ -203,6 +295,9 @@ def main() -> None:
             finally:
                 srv.cleanup()
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    figures["machine"] = {"cpus": os.cpu_count(), "load_avg_1m_at_end": os.getloadavg()[0]}
+    if args.note:
+        figures["note"] = args.note
     args.out.write_text(json.dumps(figures, indent=2) + "\n")
     print(f"written {args.out}")
 

@@ -22,6 +22,7 @@ import io
 import json
 import os
 import platform
+import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -91,9 +92,7 @@ def convert(csv_gz: Path, out: Path, *, limit: int | None = None) -> dict[str, i
     refunds = orders = 0
     for invoice, head in invoices.items():
         items = lines[invoice]
-        total = sum(
-            (Decimal(str(i["price"])) * int(str(i["quantity"])) for i in items), Decimal(0)
-        )
+        total = sum((Decimal(str(i["price"])) * int(str(i["quantity"])) for i in items), Decimal(0))
         cancelled = invoice.startswith("C")
         props: dict[str, object] = {"order_id": invoice, "currency": "GBP"}
         if cancelled:
@@ -180,7 +179,9 @@ def _lines(path: Path) -> Iterator[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--csv", type=Path, default=DATA)
-    parser.add_argument("--work", type=Path, default=ROOT / "results" / "simulate-work")
+    parser.add_argument(
+        "--work", type=Path, default=Path(tempfile.gettempdir()) / "relance-bench-simulate"
+    )
     parser.add_argument("--limit", type=int, default=None, help="only the first N CSV rows")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -192,9 +193,10 @@ def main() -> None:
     convert_s = time.perf_counter() - t0
 
     summary = io.StringIO()
-    t1 = time.perf_counter()
+    t1, cpu1 = time.perf_counter(), time.process_time()
     simulate(events, UNTIL, sends, progress=False, console_file=summary)
     simulate_s = time.perf_counter() - t1
+    simulate_cpu_s = time.process_time() - cpu1
     send_lines = sum(1 for _ in _lines(sends))
     print(summary.getvalue())
 
@@ -203,6 +205,8 @@ def main() -> None:
         "until": UNTIL.isoformat(),
         "convert_s": round(convert_s, 2),
         "simulate_s": round(simulate_s, 2),
+        "simulate_cpu_s": round(simulate_cpu_s, 2),
+        "load_average_1m": round(os.getloadavg()[0], 2),
         "events_per_s": round(counts["segment_messages"] / simulate_s, 1),
         "sends": send_lines,
         "summary": summary.getvalue().splitlines(),
@@ -214,7 +218,7 @@ def main() -> None:
         "goal_s": 60,
         "goal_met": simulate_s < 60,
     }
-    text = json.dumps(result, indent=2)
+    text = json.dumps(result, indent=2, ensure_ascii=False)
     print(text)
     out = ROOT / "results" / "simulate.json"
     out.write_text(text + "\n")

@@ -28,9 +28,7 @@ import asyncpg
 from relance_orchestrator.adapters.postgres_timers import PostgresTimerStore
 
 ROOT = Path(__file__).resolve().parent
-MIGRATION = (
-    ROOT.parent / "services/orchestrator/src/relance_orchestrator/migrations/0001_orchestrator.sql"
-)
+MIGRATIONS = ROOT.parent / "services/orchestrator/src/relance_orchestrator/migrations"
 
 
 async def _load(conn: asyncpg.Connection, n: int, start: datetime, rate: float | None) -> None:
@@ -40,7 +38,11 @@ async def _load(conn: asyncpg.Connection, n: int, start: datetime, rate: float |
             yield ("shop", f"c{i}", "plan/contact", due)
 
     await conn.execute("TRUNCATE orchestrator_timers, bench_outbox")
-    await conn.copy_records_to_table("orchestrator_timers", records=rows())
+    await conn.copy_records_to_table(
+        "orchestrator_timers",
+        records=rows(),
+        columns=["shop_id", "contact_key", "timer_key", "due_at"],
+    )
     await conn.execute("ANALYZE orchestrator_timers")
 
 
@@ -78,7 +80,9 @@ def _pct(values: list[float], q: float) -> float:
 async def run(dsn: str, n: int, workers: int, batch: int, rate: float) -> dict[str, object]:
     pool = await asyncpg.create_pool(dsn, min_size=workers + 1, max_size=workers + 1)
     async with pool.acquire() as conn:
-        await conn.execute(MIGRATION.read_text())
+        if await conn.fetchval("SELECT to_regclass('orchestrator_timers')") is None:
+            for migration in sorted(MIGRATIONS.glob("*.sql")):
+                await conn.execute(migration.read_text())
         await conn.execute(
             "CREATE UNLOGGED TABLE IF NOT EXISTS bench_outbox "
             "(contact_key text, timer_key text, due_at timestamptz)"

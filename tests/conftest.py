@@ -171,22 +171,28 @@ def durable_bus(request: pytest.FixtureRequest) -> Bus:
     return value
 
 
+def platform_settings(
+    database_url: str, names: TopicNames, data_dir: Path, **overrides: object
+) -> CommonSettings:
+    """What a test process runs with. Keys: write `wk-test`, admin `ak-test`, shop `shop`."""
+    return CommonSettings(
+        database_url=database_url,
+        topic_prefix=names.prefix,
+        data_dir=data_dir,
+        write_keys="shop:wk-test",
+        admin_keys="shop:ak-test",
+        drain_timeout_s=5.0,
+        **overrides,  # type: ignore[arg-type]
+    )
+
+
 @pytest.fixture
 async def platform(
     database_url: str, topic_names: TopicNames, tmp_path: Path
 ) -> AsyncIterator[Platform]:
     """A whole process platform (pool, migrations, PostgreSQL log bus, outbox, keys) on the
-    per-test database, as a composition root would build it. Keys: write `wk-test`,
-    admin `ak-test`, both for shop `shop`."""
-    common = CommonSettings(
-        database_url=database_url,
-        bus="postgres",
-        topic_prefix=topic_names.prefix,
-        data_dir=tmp_path / "var",
-        write_keys="shop:wk-test",
-        admin_keys="shop:ak-test",
-        drain_timeout_s=5.0,
-    )
+    per-test database, as a composition root would build it."""
+    common = platform_settings(database_url, topic_names, tmp_path / "var", bus="postgres")
     started = await start_platform(common, client_id="relance-test")
     yield started
     await started.stop()
@@ -197,15 +203,8 @@ async def kafka_platform(
     database_url: str, topic_names: TopicNames, tmp_path: Path, kafka_bootstrap: str
 ) -> AsyncIterator[Platform]:
     """The same on real Kafka (outbox table + relay)."""
-    common = CommonSettings(
-        database_url=database_url,
-        bus="kafka",
-        kafka_bootstrap=kafka_bootstrap,
-        topic_prefix=topic_names.prefix,
-        data_dir=tmp_path / "var",
-        write_keys="shop:wk-test",
-        admin_keys="shop:ak-test",
-        drain_timeout_s=5.0,
+    common = platform_settings(
+        database_url, topic_names, tmp_path / "var", bus="kafka", kafka_bootstrap=kafka_bootstrap
     )
     started = await start_platform(common, client_id="relance-test")
     yield started

@@ -75,7 +75,10 @@ async def test_a_double_post_is_one_answer_one_alert_one_event(
     assert b"Lid was <b>cracked</b>" in receiver.received[0].body
     (event,) = await fb.staged(pool)
     assert event.type == "survey.answered"
-    assert (event.payload.answer, event.payload.comment) == ("not_satisfied", "Lid was <b>cracked</b>")
+    assert (event.payload.answer, event.payload.comment) == (
+        "not_satisfied",
+        "Lid was <b>cracked</b>",
+    )
     assert (event.shop_id, event.contact_key, event.payload.order_id) == ("shop-1", "u-1", "o-1")
 
 
@@ -87,9 +90,7 @@ async def test_invalid_links_are_refused(app: Any) -> None:
         assert (await client.post(path, data={})).status_code == 400
 
 
-async def test_the_answers_api_takes_choices_and_nps(
-    app: Any, pool: asyncpg.Pool, fb: Any
-) -> None:
+async def test_the_answers_api_takes_choices_and_nps(app: Any, pool: asyncpg.Pool, fb: Any) -> None:
     client, _, _ = app
     auth = ("wk", "")
     first = await client.post(
@@ -169,11 +170,15 @@ async def test_the_answer_and_its_event_commit_or_roll_back_together(
 ) -> None:
     _, _, service = app
     submission = Submission("shop-1", "o-7", "u-7", "not_satisfied", None, "x", "api", None)
-    with pytest.raises(RuntimeError):
+
+    async def answer_then_fail() -> None:
         async with pool.acquire() as conn, conn.transaction():
             outcome = await service.submit_in(conn, submission, datetime.now(UTC))
             assert outcome.alert
             assert await conn.fetchval("SELECT count(*) FROM runtime_outbox") == 1
             raise RuntimeError("the request failed after the answer")
+
+    with pytest.raises(RuntimeError, match="failed after the answer"):
+        await answer_then_fail()
     for table in ("feedback_answers", "feedback_alerts", "runtime_outbox"):
         assert await count(pool, table) == 0, table

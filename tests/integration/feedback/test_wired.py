@@ -26,10 +26,12 @@ from relance_events.payloads import (
     OrderCompleted,
     PageViewed,
 )
-from relance_feedback.bootstrap import build
+from relance_feedback.bootstrap import build, wire
 from relance_feedback.domain.signing import webhook_id
 from relance_feedback.settings import FeedbackSettings
 from relance_runtime.auth import install_auth_handler
+from relance_runtime.bus.ports import Record
+from relance_runtime.consumer import Delivery
 from relance_runtime.platform import Platform
 from relance_runtime.service import Component
 
@@ -73,6 +75,13 @@ class Running:
         return f"/s/{self.platform.tokens.mint('survey', claims)}"
 
 
+@pytest.fixture(params=["platform", "kafka_platform"])
+def any_platform(request: pytest.FixtureRequest) -> Platform:
+    """The full path runs on the PostgreSQL log bus and on real Kafka (outbox + relay)."""
+    chosen: Platform = request.getfixturevalue(request.param)
+    return chosen
+
+
 @pytest.fixture
 async def start(platform: Platform) -> AsyncIterator[Callable[[FeedbackSettings], Any]]:
     started: list[Running] = []
@@ -91,8 +100,13 @@ async def start(platform: Platform) -> AsyncIterator[Callable[[FeedbackSettings]
 
 
 async def customer(platform: Platform, user: str, order: str) -> list[Event[Any]]:
-    """Publish what ingest would: who the customer is and what they bought; wait until
-    feedback has it."""
+    """Publish what ingest would: who the customer is and what they bought."""
+    events = customer_events(user, order)
+    await platform.bus.publish(events)
+    return events
+
+
+def customer_events(user: str, order: str) -> list[Event[Any]]:
     at = datetime.now(UTC)
     events: list[Event[Any]] = [
         new_event(
@@ -111,7 +125,6 @@ async def customer(platform: Platform, user: str, order: str) -> list[Event[Any]
             shop_id=SHOP, contact_key=user, source="test", occurred_at=at,
         ),
     ]  # fmt: skip
-    await platform.bus.publish(events)
     return events
 
 
@@ -126,16 +139,27 @@ async def known(platform: Platform, users: list[str], orders: list[str]) -> bool
 
 
 async def test_answer_to_signed_alert_and_survey_answered_on_the_bus(
-    platform: Platform, start: Any, receiver: Any, fb: Any
+    any_platform: Platform, receiver: Any, fb: Any
 ) -> None:
-    running: Running = await start(settings_for(receiver.url, fb.SECRET))
+    platform = any_platform
+    component = build(platform, settings_for(receiver.url, fb.SECRET))
+    await component.start()
+    running = Running(platform, component)
+    try:
+        await full_path(platform, running, receiver, fb)
+    finally:
+        await running.http.aclose()
+        await component.stop()
+
+
+async def full_path(platform: Platform, running: Running, receiver: Any, fb: Any) -> None:
     seeded = await customer(platform, "u-1", "o-1")
     noise = new_event(
         PageViewed(name="home"), shop_id=SHOP, contact_key="u-1", source="test",
         occurred_at=datetime.now(UTC),
     )  # fmt: skip
     await platform.bus.publish([noise])
-    await eventually(lambda: known(platform, ["u-1"], ["o-1"]))
+    await eventually(lambda: known(platform, ["u-1"], ["o-1"]), timeout_s=30)
 
     link = running.survey_link("o-1", "u-1")
     page = await running.http.get(link)  # a mail scanner's prefetch
@@ -185,7 +209,7 @@ async def test_answer_to_signed_alert_and_survey_answered_on_the_bus(
                     answered.append(event)
             return answered
 
-        (event,) = await eventually(survey_answered)
+        (event,) = await eventually(survey_answered, timeout_s=30)
     finally:
         await reader.stop()
     assert (event.shop_id, event.contact_key, event.source) == (SHOP, "u-1", "feedback")
@@ -257,4 +281,44 @@ async def test_p99_from_answer_post_to_alert_leaving_is_under_2s(
     assert all(r.verified for r in receiver.received)
     latencies = sorted(arrived[k] - started[k] for k in started)
     p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
-    assert p99 < 0.00001, f"p99 {p99:.3f}s, p50 {latencies[len(latencies) // 2]:.3f}s"
+    assert p99 < 2.0, f"p99 {p99:.3f}s, p50 {latencies[len(latencies) // 2]:.3f}s"
+
+
+async def test_the_component_stops_cleanly_with_an_alert_in_flight(
+    platform: Platform, receiver: Any, fb: Any
+) -> None:
+    component = build(platform, settings_for(receiver.url, fb.SECRET))
+    await component.start()
+    running = Running(platform, component)
+    receiver.script = ["hang"]
+    await running.http.post(running.survey_link("o-3", "u-3"), data={})
+    await eventually(lambda: asyncio.sleep(0, receiver.received))
+    began = time.monotonic()
+    await component.stop()
+    await running.http.aclose()
+    assert time.monotonic() - began < platform.settings.drain_timeout_s + 2
+    assert not any(component.readiness().values())
+    # The cut attempt stays leased, pending: it is retried, never lost.
+    row = await platform.pool.fetchrow("SELECT state, next_attempt_at FROM feedback_alerts")
+    assert row["state"] == "pending" and row["next_attempt_at"] > datetime.now(UTC)
+
+
+async def test_a_redelivered_batch_changes_nothing(platform: Platform) -> None:
+    handler = wire(platform, settings_for(None, None)).handler
+    record = Record(topic="t", partition=0, offset=0, key=None, value=b"")
+    identified, completed = customer_events("u-4", "o-4")
+    noise = new_event(
+        PageViewed(name="home"), shop_id=SHOP, contact_key="u-4", source="test",
+        occurred_at=datetime.now(UTC),
+    )  # fmt: skip
+    await handler([Delivery(record, e) for e in (identified, noise, completed, identified)])
+    replayed = identified.model_copy(
+        update={"payload": ContactIdentified(user_id="u-4", traits=ContactTraits(email="x@y.z"))}
+    )
+    await handler([Delivery(record, replayed)])
+    email = await platform.pool.fetchval(
+        "SELECT email FROM feedback_contacts WHERE contact_key = 'u-4'"
+    )
+    assert email == "u-4@example.com"
+    claimed = await platform.pool.fetch("SELECT event_id FROM runtime_inbox")
+    assert {r["event_id"] for r in claimed} == {identified.event_id, completed.event_id}

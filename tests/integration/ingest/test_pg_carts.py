@@ -26,6 +26,9 @@ class OneConnectionStore:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
 
+    async def has_open_cart(self, shop_id: str, **ids: Any) -> bool:
+        return await PgCartRepository(self.conn).has_open_cart(shop_id, **ids)
+
     @asynccontextmanager
     async def session(self) -> AsyncIterator[PgCartRepository]:
         async with self.conn.transaction():

@@ -14,13 +14,13 @@ import orjson
 
 from relance_events import Event, encode, new_event
 from relance_events.payloads import EmailOpened, OrderCompleted
+from relance_orchestrator.adapters.postgres_shops import FixedShops
 from relance_orchestrator.adapters.postgres_timers import (
     PostgresContactStore,
     PostgresJournal,
     PostgresTimerStore,
 )
 from relance_orchestrator.domain.engine import Engine
-from relance_orchestrator.domain.facts import ShopFacts
 from relance_orchestrator.plans.loader import load_plans
 from relance_orchestrator.services import Orchestrator
 
@@ -49,11 +49,6 @@ class CrashingOutbox(TableOutbox):
         await killer.close()
 
 
-class Shops:
-    def shop_facts(self, shop_id: str) -> ShopFacts:
-        return ShopFacts(shop_id=shop_id, average_basket=Decimal(50))
-
-
 def _orchestrator(outbox: Any) -> Orchestrator:
     return Orchestrator(
         engine=Engine(load_plans()),
@@ -61,7 +56,7 @@ def _orchestrator(outbox: Any) -> Orchestrator:
         timers=PostgresTimerStore(),
         journal=PostgresJournal(),
         outbox=outbox,
-        shops=Shops(),
+        shops=FixedShops(average_basket=Decimal(50)),
     )
 
 

@@ -7,23 +7,24 @@ import asyncio
 import base64
 import json
 import socket
-import tempfile
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-from typing import Any
-from urllib.parse import parse_qs, urlsplit, urlunsplit
+from typing import Any, TypeVar
+from urllib.parse import parse_qs
 
 import asyncpg
-import pgserver
 import pytest
 from aiosmtpd.controller import Controller
 
-MIGRATIONS = Path(__file__).resolve().parents[3] / "services/sender/src/relance_sender/migrations"
+from relance_events import Event, decode, new_event
+from relance_events.payloads import MessageRequested
+
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -32,36 +33,64 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def pg_dsn() -> Iterator[str]:
-    with tempfile.TemporaryDirectory(prefix="relance-sender-pg-") as tmp:
-        server = pgserver.get_server(tmp, cleanup_mode="stop")
-        try:
-            yield server.get_uri()
-        finally:
-            server.cleanup()
-
-
 @pytest.fixture
-async def sender_pool(pg_dsn: str) -> AsyncIterator[asyncpg.Pool]:
-    """A fresh database with the sender migrations applied, dropped afterwards."""
-    name = f"t_{uuid.uuid4().hex}"
-    admin = await asyncpg.connect(pg_dsn)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    dsn = urlunsplit(urlsplit(pg_dsn)._replace(path=f"/{name}"))
-    conn = await asyncpg.connect(dsn)
-    for migration in sorted(MIGRATIONS.glob("*.sql")):
-        async with conn.transaction():
-            await conn.execute(migration.read_text())
-    await conn.close()
-    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
-    assert pool is not None
-    yield pool
-    await pool.close()
-    admin = await asyncpg.connect(pg_dsn)
-    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await admin.close()
+def sender_pool(pool: asyncpg.Pool) -> asyncpg.Pool:
+    """The shared per-test database (every migration applied, the sender's included)."""
+    return pool
+
+
+def birthday_request(
+    message_id: str, *, purpose: str = "marketing", email: str = "ok@example.org"
+) -> Event[MessageRequested]:
+    return new_event(
+        MessageRequested(
+            message_id=message_id,
+            plan="birthday",
+            step="wishes",
+            plan_instance=f"pi-{message_id}",
+            channel="email",
+            purpose=purpose,
+            locale="fr",
+            context={
+                "contact": {"email": email, "first_name": "Léa"},
+                "promo": {"code": "LEA10", "discount": "10 %", "expires_at": "2025-03-31"},
+            },
+        ),
+        shop_id="shop",
+        contact_key=f"u-{message_id}",
+        source="orchestrator",
+        occurred_at=datetime.now(UTC),
+    )
+
+
+async def wait_for(
+    probe: Callable[[], Awaitable[T | None]], *, timeout_s: float = 30.0, every_s: float = 0.1
+) -> T:
+    """Poll until `probe` returns something truthy; fail after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = await probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s}s")
+        await asyncio.sleep(every_s)
+
+
+async def ledger_state(pool: asyncpg.Pool, message_id: str) -> str | None:
+    state: str | None = await pool.fetchval(
+        "SELECT state FROM sender_ledger WHERE message_id = $1", message_id
+    )
+    return state
+
+
+async def logged_events(pool: asyncpg.Pool, prefix: str, event_type: str) -> list[Event[Any]]:
+    """Events of a type appended to the PostgreSQL log under a topic prefix."""
+    rows = await pool.fetch(
+        "SELECT value FROM bus_log WHERE starts_with(topic, $1) ORDER BY appended_at", prefix
+    )
+    events = [decode(bytes(r["value"])) for r in rows]
+    return [e for e in events if e.type == event_type]
 
 
 @dataclass

@@ -14,6 +14,7 @@ from relance_feedback.domain.delivery import (
     HttpReply,
     RetryAt,
     TransportFailure,
+    Written,
     decide,
     jittered,
     parse_retry_after,
@@ -87,7 +88,9 @@ def test_retry_after_as_an_http_date() -> None:
     assert parse_retry_after(None, NOW) is None
 
 
-@pytest.mark.parametrize("kind", ["timeout", "connect", "refused_destination", "protocol"])
+@pytest.mark.parametrize(
+    "kind", ["timeout", "connect", "refused_destination", "protocol", "no_endpoint", "write"]
+)
 def test_transport_failures_retry(kind: str) -> None:
     decision = decide(TransportFailure(kind), attempt=1, now=NOW, policy=EXACT, seed="s")  # type: ignore[arg-type]
     assert decision == RetryAt(NOW + timedelta(seconds=5), kind)
@@ -111,3 +114,13 @@ def test_jitter_spreads_alerts_apart() -> None:
 def test_attempts_are_numbered_from_one() -> None:
     with pytest.raises(ValueError, match="from 1"):
         decide(HttpReply(500), attempt=0, now=NOW, policy=EXACT, seed="s")
+
+
+@pytest.mark.parametrize("attempt", [1, 10])
+def test_a_local_write_is_delivered_without_a_status(attempt: int) -> None:
+    assert decide(Written(), attempt=attempt, now=NOW, policy=EXACT, seed="s") == Delivered(None)
+
+
+def test_a_failed_local_write_ends_failed_after_the_last_attempt() -> None:
+    decision = decide(TransportFailure("write"), attempt=10, now=NOW, policy=EXACT, seed="s")
+    assert isinstance(decision, GaveUp) and not decision.disable_endpoint

@@ -7,7 +7,12 @@ import pytest
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from relance_feedback.domain.signing import WebhookSecret, signed_headers, webhook_id
+from relance_feedback.domain.signing import (
+    WebhookSecret,
+    attempt_headers,
+    signed_headers,
+    webhook_id,
+)
 from relance_feedback.errors import InvalidWebhookSecret
 
 NEW = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -56,3 +61,17 @@ def test_malformed_secrets_are_refused(text: str) -> None:
 
 def test_secrets_do_not_leak_in_repr() -> None:
     assert "MfKQ" not in repr(WebhookSecret.parse(NEW))
+
+
+def test_attempt_headers_sign_when_there_is_a_secret_and_only_then() -> None:
+    now = datetime.now(UTC)
+    secrets = (WebhookSecret.parse(NEW),)
+    assert attempt_headers(secrets, "msg_a", now, BODY) == signed_headers(
+        secrets, "msg_a", now, BODY
+    )
+    unsigned = attempt_headers((), "msg_a", now, BODY)
+    assert unsigned == {
+        "webhook-id": "msg_a",
+        "webhook-timestamp": str(int(now.timestamp())),
+        "content-type": "application/json",
+    }

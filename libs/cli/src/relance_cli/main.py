@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
-import uvicorn
 from rich.console import Console
 
+from relance_cli.ops import dlq_app, status
 from relance_cli.services import APP_HOOKS, FACTORIES
-from relance_runtime.host import ServiceComponent, create_host_app
+from relance_runtime.host import ServiceComponent
 from relance_runtime.platform import Platform
+from relance_runtime.serve import run, standalone_settings
 from relance_runtime.settings import CommonSettings
-from relance_runtime.telemetry import configure_logging, configure_tracing
 
 app = typer.Typer(
     name="relance",
@@ -35,8 +35,12 @@ app = typer.Typer(
 )
 infra_app = typer.Typer(help="Start and stop the local Apache Kafka broker (KRaft, 127.0.0.1).")
 app.add_typer(infra_app, name="infra")
+import_app = typer.Typer(help="Load historical data into Relance's database.")
+app.add_typer(import_app, name="import")
+app.add_typer(dlq_app, name="dlq")
+app.command()(status)
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 
 class Service(StrEnum):
@@ -63,13 +67,12 @@ def _serve(
     *,
     banner: bool,
 ) -> None:
-    label = "+".join(n.value for n in names)
-    configure_logging(common.log_level, common.log_format, service=label)
-    configure_tracing(f"relance-{label}", common.otel_exporter, common.otel_endpoint)
-
-    def on_ready(platform: Platform, components: Sequence[ServiceComponent]) -> None:
+    async def on_ready(platform: Platform, components: Sequence[ServiceComponent]) -> None:
         if not banner:
             return
+        from relance_ingest.devkeys import ensure_dev_keys_file
+
+        dev_keys = await ensure_dev_keys_file(platform, common.data_dir)
         console.print(f"[bold green]Relance is running[/] on http://{host}:{port}")
         console.print(f"  API docs        http://{host}:{port}/docs")
         console.print(f"  health          http://{host}:{port}/readyz")
@@ -78,26 +81,21 @@ def _serve(
         console.print(f"  database        {platform.dsn}")
         console.print(f"  data            {common.data_dir.resolve()}")
         console.print(f"  outbox          {(common.data_dir / 'outbox').resolve()}")
+        if dev_keys:
+            console.print(
+                f"  dev keys        write {dev_keys['write']}  admin {dev_keys['admin']}"
+                f"  (kept in {(common.data_dir / 'dev-keys.txt').resolve()})"
+            )
 
-    fastapi_app = create_host_app(
+    started = run(
         common,
         {n.value: FACTORIES[n.value] for n in names},
-        title=f"Relance ({label})",
-        on_ready=on_ready,
-        app_hooks=[APP_HOOKS[n.value] for n in names],
-    )
-    config = uvicorn.Config(
-        fastapi_app,
         host=host,
         port=port,
-        log_config=None,
-        access_log=False,
-        lifespan="on",
-        timeout_graceful_shutdown=int(common.drain_timeout_s) + 5,
+        app_hooks=[APP_HOOKS[n.value] for n in names],
+        on_ready=on_ready,
     )
-    server = uvicorn.Server(config)
-    server.run()  # uvicorn turns SIGTERM/SIGINT into a graceful lifespan shutdown
-    if not server.started:
+    if not started:
         raise typer.Exit(code=1)
 
 
@@ -130,10 +128,7 @@ def serve(
     them. The bus defaults to Kafka here (RELANCE_KAFKA_BOOTSTRAP) and the database should
     be external (RELANCE_DATABASE_URL).
     """
-    common = CommonSettings()
-    if "RELANCE_BUS" not in os.environ:
-        common = common.model_copy(update={"bus": "kafka"})
-    _serve(common, [service], host, port, banner=False)
+    _serve(standalone_settings(), [service], host, port, banner=False)
 
 
 @app.command()
@@ -144,7 +139,7 @@ def migrate() -> None:
 
     common = CommonSettings()
 
-    async def run() -> list[str]:
+    async def apply() -> list[str]:
         import asyncpg
 
         conn = await asyncpg.connect(resolve_dsn(common))
@@ -153,10 +148,127 @@ def migrate() -> None:
         finally:
             await conn.close()
 
-    applied = asyncio.run(run())
+    applied = asyncio.run(apply())
     console.print(
         f"{len(applied)} migration(s) applied" + (": " + ", ".join(applied) if applied else "")
     )
+
+
+def _config_markdown() -> str:
+    from relance_runtime.catalog import variables
+
+    lines = ["| variable | service | default | meaning |", "|---|---|---|---|"]
+    lines += [f"| `{v.name}` | {v.scope} | `{v.default}` | {v.description} |" for v in variables()]
+    return "\n".join(lines) + "\n"
+
+
+@app.command()
+def config(
+    markdown: Annotated[bool, typer.Option(help="Print a Markdown table.")] = False,
+    update_readme: Annotated[
+        Path | None, typer.Option(help="Rewrite the configuration section of this README.")
+    ] = None,
+) -> None:
+    """List every RELANCE_* environment variable, what it does and its default."""
+    if update_readme is not None:
+        import re
+
+        text = update_readme.read_text()
+        table = _config_markdown()
+        updated = re.sub(
+            r"(<!-- config:start -->\n).*?(<!-- config:end -->)",
+            lambda m: m.group(1) + table + m.group(2),
+            text,
+            flags=re.S,
+        )
+        update_readme.write_text(updated)
+        return
+    if markdown:
+        sys.stdout.write(_config_markdown())
+        return
+    from rich.table import Table
+
+    from relance_runtime.catalog import variables
+
+    listing = Table("variable", "service", "default", "meaning")
+    for v in variables():
+        listing.add_row(v.name, v.scope, v.default, v.description)
+    Console().print(listing)
+
+
+def _iso8601(value: str, option: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not ISO 8601", param_hint=option) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@app.command("simulate")
+def simulate_command(
+    events: Annotated[
+        Path, typer.Option("--events", help="Segment-format JSON lines (identify/track/alias).")
+    ],
+    until: Annotated[
+        str, typer.Option(help="Run the virtual clock up to this ISO 8601 time (UTC if no zone).")
+    ],
+    out: Annotated[Path, typer.Option(help="One JSON line per message that would be sent.")],
+    config: Annotated[
+        Path | None, typer.Option(help="YAML/JSON overriding plan delays and shop facts.")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Backtest: run the real plans on a virtual clock over historical events.
+
+    Writes user_id, plan, step, variant, channel, at and message_id per message, and prints
+    messages, contacts, attributed orders and revenue per plan. Same input, same bytes out.
+    """
+    from relance_orchestrator.cli import simulate
+
+    simulate(events, _iso8601(until, "--until"), out, config, progress)
+
+
+class OrderFormat(StrEnum):
+    online_retail = "online-retail"
+
+
+@import_app.command("orders")
+def import_orders_command(
+    file: Annotated[Path, typer.Argument(help="The orders file (.csv or .csv.gz).")],
+    fmt: Annotated[
+        OrderFormat, typer.Option("--format", help="Layout of the file (UCI Online Retail).")
+    ] = OrderFormat.online_retail,
+    shop: Annotated[str, typer.Option(help="The shop the orders belong to.")] = "default",
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Load orders and refunds: each invoice is an order of its customer, invoices starting
+    with C are refunds, lines without a customer are skipped and counted. Then RFM, stages and
+    tiers are recomputed. Importing the same file again loads nothing new."""
+    from relance_segmentation.cli import import_orders
+
+    import_orders(file, fmt.value, shop, progress)
+
+
+@app.command("rfm")
+def rfm_command(
+    orders: Annotated[Path, typer.Option(help="The orders file (.csv or .csv.gz).")],
+    out: Annotated[Path, typer.Option(help="Where to write one row per customer.")] = Path(
+        "rfm.csv"
+    ),
+    fmt: Annotated[
+        OrderFormat, typer.Option("--format", help="Layout of the file (UCI Online Retail).")
+    ] = OrderFormat.online_retail,
+    as_of: Annotated[
+        str | None,
+        typer.Option(help="ISO 8601 'now' of the scores (default: last invoice + 1 day)."),
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """RFM straight from an orders file, with no database: writes
+    customer_id,recency_days,frequency,monetary,r,f,m,segment (the service's exact method)."""
+    from relance_segmentation.cli import rfm
+
+    rfm(orders, fmt.value, _iso8601(as_of, "--as-of") if as_of else None, out, progress)
 
 
 def _kafka(action: str) -> None:

@@ -62,14 +62,15 @@ async def migrate(conn: Connection, packages: Sequence[str] = MIGRATION_PACKAGES
 
     A migration already applied with different content is refused: migrations are append-only.
     """
-    await conn.execute(
-        """CREATE TABLE IF NOT EXISTS schema_migrations (
-               package text NOT NULL, version text NOT NULL, checksum text NOT NULL,
-               applied_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (package, version))"""
-    )
     applied: list[str] = []
+    # Lock first: CREATE TABLE IF NOT EXISTS is not safe against a concurrent creator.
     await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
     try:
+        await conn.execute(
+            """CREATE TABLE IF NOT EXISTS schema_migrations (
+                   package text NOT NULL, version text NOT NULL, checksum text NOT NULL,
+                   applied_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (package, version))"""
+        )
         done = {
             (r["package"], r["version"]): r["checksum"]
             for r in await conn.fetch("SELECT package, version, checksum FROM schema_migrations")

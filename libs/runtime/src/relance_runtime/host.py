@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
@@ -37,6 +37,8 @@ class ServiceComponent(Protocol):
 ComponentFactory = Callable[[Platform], ServiceComponent]
 # Runs when the app is created, before it starts: where ASGI middleware must be added.
 AppHook = Callable[[FastAPI], None]
+# Runs once every component started (e.g. `relance up` prints where things are).
+OnReady = Callable[[Platform, Sequence[ServiceComponent]], Awaitable[None]]
 
 
 def validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
@@ -52,7 +54,7 @@ def create_host_app(
     factories: Mapping[str, ComponentFactory],
     *,
     title: str = "Relance",
-    on_ready: Callable[[Platform, Sequence[ServiceComponent]], None] | None = None,
+    on_ready: OnReady | None = None,
     app_hooks: Sequence[AppHook] = (),
 ) -> FastAPI:
     """An app whose lifespan starts the platform, then each component, and stops them in
@@ -74,7 +76,7 @@ def create_host_app(
             app.state.platform = platform
             app.state.components = components
             if on_ready is not None:
-                on_ready(platform, components)
+                await on_ready(platform, components)
             yield
         finally:
             for component in reversed(components):

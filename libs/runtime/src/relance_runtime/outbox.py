@@ -65,10 +65,20 @@ class OutboxRelay:
 
     _RELAY_LOCK = 0x4F5554424F58  # "OUTBOX"
 
-    def __init__(self, pool: asyncpg.Pool, publisher: Publisher, *, batch_size: int = 1000) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        publisher: Publisher,
+        *,
+        batch_size: int = 1000,
+        idle_s: float = 0.05,
+    ) -> None:
         self._pool = pool
         self._publisher = publisher
         self._batch_size = batch_size
+        # NOTIFY wakes the relay at once; but a relay that lost the lock to another
+        # process may have been woken for rows that one did not see yet: look again soon.
+        self._idle_s = idle_s
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -140,4 +150,4 @@ class OutboxRelay:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     # NOTIFY wakes us at once; the timeout covers a lost notification.
-                    await asyncio.wait_for(self._wake.wait(), timeout=1.0)
+                    await asyncio.wait_for(self._wake.wait(), timeout=self._idle_s)

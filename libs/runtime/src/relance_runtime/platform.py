@@ -102,7 +102,7 @@ def resolve_dsn(settings: CommonSettings) -> str:
 
 async def start_platform(settings: CommonSettings, *, client_id: str) -> Platform:
     dsn = await asyncio.to_thread(resolve_dsn, settings)
-    pool = await create_pool(dsn)
+    pool = await create_pool(dsn, max_size=settings.db_pool_max)
     async with pool.acquire() as conn:
         await migrate(conn)
     names = TopicNames(settings.topic_prefix)

@@ -32,6 +32,11 @@ SUBSCRIPTIONS: Final[dict[ServiceName, tuple[Subscription, ...]]] = {
             (topics.EVENTS, topics.SEGMENTS, topics.MESSAGE_STATUS),
         ),
     ),
-    "sender": (Subscription("sender", (topics.MESSAGE_REQUESTS, topics.EVENTS)),),
+    # Consent changes get their own group: an objection must not wait behind a backlog of
+    # message requests before the sender knows about it.
+    "sender": (
+        Subscription("sender", (topics.MESSAGE_REQUESTS,)),
+        Subscription("sender-consent", (topics.EVENTS,)),
+    ),
     "feedback": (Subscription("feedback", (topics.EVENTS,)),),
 }

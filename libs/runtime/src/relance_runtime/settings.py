@@ -49,8 +49,13 @@ class CommonSettings(BaseSettings):
     )
     log_level: str = Field(default="INFO", description="Python log level.")
     log_format: Literal["json", "text"] = Field(default="json", description="Log line format.")
-    otel_exporter: Literal["none", "console", "otlp"] = Field(
-        default="none", description="Where spans go."
+    otel_exporter: Literal["none", "console", "otlp", "file"] = Field(
+        default="none",
+        description="Where spans go: nowhere, stderr, an OTLP/HTTP collector, or JSON lines "
+        "appended to RELANCE_OTEL_FILE (tests gather several processes' spans there).",
+    )
+    otel_file: Path | None = Field(
+        default=None, description="The span file of the `file` exporter."
     )
     otel_endpoint: str | None = Field(
         default=None, description="OTLP/HTTP endpoint, e.g. http://collector:4318/v1/traces."
@@ -59,7 +64,12 @@ class CommonSettings(BaseSettings):
         default=None,
         description="Test hook: a file holding seconds added to every service's clock.",
     )
-    consumer_batch_size: int = Field(default=500, ge=1, le=10_000)
+    db_pool_max: int = Field(
+        default=20, ge=2, le=500, description="Most PostgreSQL connections one process opens."
+    )
+    consumer_batch_size: int = Field(
+        default=500, ge=1, le=10_000, description="Most events a consumer handles per batch."
+    )
     drain_timeout_s: float = Field(
         default=10.0, description="On SIGTERM, how long an in-flight batch may take."
     )

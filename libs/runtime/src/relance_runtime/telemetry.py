@@ -10,19 +10,21 @@ import contextlib
 import json
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     ConsoleSpanExporter,
     SimpleSpanProcessor,
     SpanExporter,
+    SpanExportResult,
 )
 
 from relance_events import Event, TraceContext
@@ -32,11 +34,46 @@ TRACER_NAME = "relance"
 _STANDARD_RECORD_FIELDS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 
+class JsonLinesSpanExporter(SpanExporter):
+    """Appends one JSON object per finished span to a file (O_APPEND: processes may share it)."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        lines = []
+        for span in spans:
+            ctx = span.get_span_context()
+            parent = span.parent
+            lines.append(
+                json.dumps(
+                    {
+                        "name": span.name,
+                        "trace_id": format(ctx.trace_id, "032x") if ctx else None,
+                        "span_id": format(ctx.span_id, "016x") if ctx else None,
+                        "parent_id": format(parent.span_id, "016x") if parent else None,
+                        "service": span.resource.attributes.get("service.name"),
+                        "start_ns": span.start_time,
+                        "end_ns": span.end_time,
+                        "attributes": dict(span.attributes or {}),
+                    },
+                    default=str,
+                )
+            )
+        with self._path.open("a") as out:
+            out.write("".join(line + "\n" for line in lines))
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        return None
+
+
 def configure_tracing(
     service_name: str,
     exporter: str,
     endpoint: str | None = None,
     *,
+    file: Path | None = None,
     extra_processor: SpanProcessor | None = None,
 ) -> TracerProvider:
     """Install this process's tracer provider (once, from the composition root)."""
@@ -48,7 +85,11 @@ def configure_tracing(
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         span_exporter = OTLPSpanExporter(endpoint=endpoint) if endpoint else OTLPSpanExporter()
-    if span_exporter is not None:
+    if exporter == "file":
+        if file is None:
+            raise ValueError("the file exporter needs RELANCE_OTEL_FILE")
+        provider.add_span_processor(SimpleSpanProcessor(JsonLinesSpanExporter(file)))
+    elif span_exporter is not None:
         provider.add_span_processor(BatchSpanProcessor(span_exporter))
     if extra_processor is not None:
         provider.add_span_processor(extra_processor)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import httpx
 from fastapi import FastAPI, Request
@@ -61,6 +62,7 @@ def wire(platform: Platform, settings: FeedbackSettings) -> FeedbackWiring:
         settings.secrets(),
         batch=settings.feedback_delivery_batch,
         timeout_s=settings.support_webhook_timeout_s,
+        signing_clock=lambda: datetime.now(UTC),
     )
     target = AlertTarget(
         url=settings.support_webhook_url or alert_file.url,

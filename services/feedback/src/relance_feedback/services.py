@@ -250,6 +250,10 @@ class AlertDelivery:
     policy: DeliveryPolicy = field(default_factory=DeliveryPolicy)
     batch: int = 20
     timeout_s: float = 15.0
+    # `webhook-timestamp` is checked by receivers against their own clock (5 minutes), so
+    # the composition root passes the wall clock; scheduling keeps the business `now`,
+    # which tests may shift. Without one, the attempt's `now` signs (deterministic tests).
+    signing_clock: Callable[[], datetime] | None = None
     _wake: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
 
     def wake(self) -> None:
@@ -274,7 +278,8 @@ class AlertDelivery:
             )  # fmt: skip
             await self._store(record, alert, disable=False, now=now)
             return self._report(alert, record)
-        headers = attempt_headers(self.secrets, alert.webhook_id, now, alert.body)
+        signed_at = self.signing_clock() if self.signing_clock is not None else now
+        headers = attempt_headers(self.secrets, alert.webhook_id, signed_at, alert.body)
         started = time.monotonic()
         outcome = await self.sender.send(alert.url, headers, alert.body)
         duration_ms = int((time.monotonic() - started) * 1000)

@@ -20,15 +20,36 @@ from relance_feedback.errors import FeedbackError
 class FeedbackSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RELANCE_", extra="ignore", frozen=True)
 
-    support_webhook_url: str | None = None
-    support_webhook_secret: str | None = None
-    # During a rotation: the old secret here, the new one in `support_webhook_secret`.
-    support_webhook_secret_previous: str | None = None
-    support_webhook_payload: Literal["full", "minimal", "slack"] = "full"
-    support_webhook_timeout_s: float = Field(default=15.0, gt=0, le=30)
-    webhook_allowlist: str = ""
-    feedback_delivery_batch: int = Field(default=20, ge=1, le=500)
-    feedback_delivery_idle_s: float = Field(default=1.0, gt=0, le=60)
+    support_webhook_url: str | None = Field(
+        default=None,
+        description="Where unhappy-customer alerts go (Standard Webhooks). Unset: "
+        "<data_dir>/outbox/support_alerts.jsonl.",
+    )
+    support_webhook_secret: str | None = Field(
+        default=None, description="Signing secret `whsec_<base64>`; required with a URL."
+    )
+    support_webhook_secret_previous: str | None = Field(
+        default=None,
+        description="During a rotation, the old secret: alerts carry both signatures.",
+    )
+    support_webhook_payload: Literal["full", "minimal", "slack"] = Field(
+        default="full",
+        description="`full` (contact and order details), `minimal` (ids only) or `slack`.",
+    )
+    support_webhook_timeout_s: float = Field(
+        default=15.0, gt=0, le=30, description="Per-attempt timeout; only a 2xx within it counts."
+    )
+    webhook_allowlist: str = Field(
+        default="",
+        description="Hosts or CIDRs exempt from the SSRF guard (support tools on an internal "
+        "network), comma-separated.",
+    )
+    feedback_delivery_batch: int = Field(
+        default=20, ge=1, le=500, description="Alerts one worker claims at a time."
+    )
+    feedback_delivery_idle_s: float = Field(
+        default=1.0, gt=0, le=60, description="How often the alert worker looks for due alerts."
+    )
 
     @field_validator("support_webhook_url")
     @classmethod

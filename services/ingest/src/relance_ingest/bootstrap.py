@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from relance_ingest.adapters.coalescing import CoalescingPublisher
 from relance_ingest.adapters.pg_carts import PgCartStore
 from relance_ingest.http.router import build_router
 from relance_ingest.settings import IngestSettings
@@ -17,7 +18,7 @@ def build(platform: Platform) -> ServiceComponent:
     """Routers only: ingest publishes (acks=all) inside the request and consumes nothing."""
     deps = make_deps(
         IngestSettings(),
-        publisher=platform.bus,
+        publisher=CoalescingPublisher(platform.bus),
         carts=PgCartStore(platform.pool),
         keys=platform.keys,
         signer=platform.tokens,

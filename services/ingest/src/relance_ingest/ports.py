@@ -33,3 +33,9 @@ class CartStore(Protocol):
     def session(self) -> AbstractAsyncContextManager[CartSession]:
         """A session whose changes commit when the block exits without an exception."""
         ...
+
+    async def has_open_cart(
+        self, shop_id: str, *, contact_keys: Collection[str], cart_ids: Collection[str]
+    ) -> bool:
+        """Whether one of those contacts or ids has an open cart (a read, no lock)."""
+        ...

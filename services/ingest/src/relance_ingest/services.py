@@ -12,6 +12,8 @@ from relance_events import Event, deterministic_id, new_event
 from relance_events.payloads import ConsentChanged, EmailOpened, LinkClicked
 from relance_events.segment_spec import (
     CartBook,
+    CartDelta,
+    CartMerge,
     MessageType,
     Produced,
     SegmentValidationError,
@@ -21,6 +23,7 @@ from relance_events.segment_spec import (
 from relance_ingest.ports import CartStore
 from relance_runtime.bus.ports import Publisher
 from relance_runtime.errors import BusUnavailable
+from relance_runtime.telemetry import current_trace_context, tracer
 from relance_runtime.tokens import InvalidToken, TokenSigner
 
 log = logging.getLogger(__name__)
@@ -83,10 +86,33 @@ class IngestService:
         Cart changes are saved in the same transaction that waits for the publish, so a
         refused publish leaves the carts as they were.
         """
+        with tracer().start_as_current_span(
+            "ingest.accept",
+            attributes={"relance.shop_id": shop_id, "relance.messages": len(messages)},
+        ):
+            return await self._accept(shop_id, messages, received_at)
+
+    async def _accept(
+        self,
+        shop_id: str,
+        messages: Sequence[tuple[MessageType | None, object]],
+        received_at: datetime,
+    ) -> int:
         produced = self.map(shop_id, messages, received_at)
         contacts, cart_ids, delta_ids = cart_needs(produced)
+        # Orders only close an open cart; most contacts have none, and a lock-free read
+        # spares them a transaction held open for the whole publish. A cart opened
+        # concurrently is one the order did not know about, as if it came first.
+        if (
+            (contacts or cart_ids)
+            and not _changes_carts(produced)
+            and not await self._carts.has_open_cart(
+                shop_id, contact_keys=contacts, cart_ids=cart_ids
+            )
+        ):
+            contacts, cart_ids = set(), set()
         if not contacts and not cart_ids:
-            events = CartBook(shop_id).resolve(produced)
+            events = traced(CartBook(shop_id).resolve(produced))
             if events:
                 await self._publisher.publish(events)
             return len(events)
@@ -94,10 +120,22 @@ class IngestService:
             book = await session.load(
                 shop_id, contact_keys=contacts, cart_ids=cart_ids, delta_ids=delta_ids
             )
-            events = book.resolve(produced)
+            events = traced(book.resolve(produced))
             await session.save(book)
             await self._publisher.publish(events)
         return len(events)
+
+
+def traced(events: Sequence[Event[Any]]) -> list[Event[Any]]:
+    """Stamp the current span's context on events, so their handling joins this trace."""
+    trace = current_trace_context()
+    if trace is None:
+        return list(events)
+    return [e if e.trace is not None else e.model_copy(update={"trace": trace}) for e in events]
+
+
+def _changes_carts(produced: Sequence[Produced]) -> bool:
+    return any(isinstance(item, CartDelta | CartMerge) for item in produced)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +171,7 @@ class TrackingService:
             occurred_at=now,
             received_at=now,
             event_id=deterministic_id(claims["s"], claims["m"], *id_parts),
+            trace=current_trace_context(),
         )
 
     @staticmethod

@@ -20,6 +20,7 @@ from typing import IO, Any
 import orjson
 
 from relance_events import Event
+from relance_events.payloads import ContactAliased
 from relance_events.segment_spec import CartBook, SegmentValidationError, segment_to_events
 from relance_orchestrator.domain.commands import (
     CancelWakeups,
@@ -53,7 +54,33 @@ class Simulation:
         """Fire every timer due up to the event, then apply it at its own time."""
         at = max(event.occurred_at, self.now)
         self.run_until(at)
+        if isinstance(event.payload, ContactAliased):
+            return self._alias(event.contact_key, event.payload, at)
+        state = self.states.get(event.contact_key)
+        if state is not None and state.merged_into is not None:
+            event = event.model_copy(update={"contact_key": state.merged_into})
         return self._apply(event.contact_key, event, at)
+
+    def _alias(self, known_key: str, alias: ContactAliased, now: datetime) -> tuple[Command, ...]:
+        """As the service does: the anonymous contact's facts and plans follow the known one."""
+        self.now = max(self.now, now)
+        produced: list[Command] = []
+        for key in sorted({f"anon:{alias.previous_id}", alias.previous_id} - {known_key}):
+            anon = self.states.get(key)
+            if anon is None and key.startswith("anon:"):
+                anon = ContactState.new(self.shop.shop_id, key)
+            if anon is None or anon.merged_into is not None:
+                continue
+            known = self.states.get(known_key) or ContactState.new(self.shop.shop_id, known_key)
+            merged, known_commands, emptied, anon_commands = self.engine.merge(
+                known, anon, now, self.shop
+            )
+            self.states[known_key] = merged
+            self.states[key] = emptied
+            self._carry_out(key, anon_commands)
+            self._carry_out(known_key, known_commands)
+            produced.extend(known_commands)
+        return tuple(produced)
 
     def run_until(self, until: datetime) -> None:
         while self._heap and self._heap[0][0] <= until:
@@ -72,6 +99,10 @@ class Simulation:
         state = self.states.get(contact) or ContactState.new(self.shop.shop_id, contact)
         new_state, commands = self.engine.decide(state, item, now, self.shop)
         self.states[contact] = new_state
+        self._carry_out(contact, commands)
+        return commands
+
+    def _carry_out(self, contact: str, commands: tuple[Command, ...]) -> None:
         for command in commands:
             match command:
                 case ScheduleWakeup(key=key, at=at):
@@ -88,7 +119,6 @@ class Simulation:
                     self.attributions.append(command)
                 case Finish():
                     self.finishes.append(command)
-        return commands
 
 
 def send_line(send: RequestMessage) -> bytes:

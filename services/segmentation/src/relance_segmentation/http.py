@@ -1,6 +1,6 @@
 """Admin API: one contact's profile, and the shop's segment counts."""
 
-from __future__ import annotations
+# No `from __future__ import annotations`: FastAPI must see `Depends(admin)`, a closure.
 
 from dataclasses import dataclass
 from datetime import date, datetime

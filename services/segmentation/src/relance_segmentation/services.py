@@ -110,7 +110,9 @@ class SegmentationService:
     # --- scheduled recompute -----------------------------------------------------------
 
     def _due(self, shop_id: str, last: datetime | None, now: datetime) -> bool:
-        return shop_id in self._urgent or last is None or last <= now - self._interval
+        if last is None:
+            return True
+        return last <= now - self._interval or (shop_id in self._urgent and last < now)
 
     async def recompute_due(self, now: datetime) -> list[ShopRecompute]:
         """Recompute every shop not recomputed within the interval (or waiting for its

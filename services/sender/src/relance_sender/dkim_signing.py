@@ -18,8 +18,9 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from relance_runtime.errors import ConfigError
 
-_WSP_RUN: Final = re.compile(rb"[ \t]+")
-_FOLD: Final = re.compile(rb"\r\n(?=[ \t])")
+# Only runs that change: two or more blanks, or any tab.
+_WSP_RUN: Final = re.compile(rb"[ \t]{2,}|\t")
+_FOLD: Final = re.compile(rb"\r?\n")
 _TRAILING_WSP: Final = re.compile(rb"[ \t]+\r\n")
 
 
@@ -31,13 +32,18 @@ def relaxed_header(name: bytes, value: bytes) -> bytes:
 
 
 def relaxed_body(body: bytes) -> bytes:
-    """RFC 6376 3.4.4: collapse whitespace, drop it at line ends, drop trailing empty lines."""
-    body = _WSP_RUN.sub(b" ", body)
-    body = _TRAILING_WSP.sub(b"\r\n", body)
-    if body.endswith((b" ", b"\t")):
-        body = body.rstrip(b" \t")
-    body = body.rstrip(b"\r\n")
-    return body + b"\r\n" if body else b""
+    """RFC 6376 3.4.4, exactly as dkimpy does it: drop blanks before line ends, collapse
+    the rest, drop trailing empty lines; an empty body stays empty."""
+    # memchr-speed checks first: quoted-printable bodies rarely need either pass.
+    if b" \r\n" in body or b"\t" in body:
+        body = _TRAILING_WSP.sub(b"\r\n", body)
+    if b"  " in body or b"\t" in body:
+        body = _WSP_RUN.sub(b" ", body)
+    end = len(body)
+    while body.endswith(b"\r\n", 0, end):
+        end -= 2
+    body = body[:end] + b"\r\n"
+    return b"" if body == b"\r\n" else body
 
 
 def split_message(message: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
@@ -107,12 +113,9 @@ class DkimSigner:
             + b";\r\n\tb="
         )
         hashed.update(relaxed_header(b"dkim-signature", prefix)[:-2])
-        signature = self._key.sign(
-            hashed.digest(), padding.PKCS1v15(), Prehashed(hashes.SHA256())
-        )
+        signature = self._key.sign(hashed.digest(), padding.PKCS1v15(), Prehashed(hashes.SHA256()))
         return b"DKIM-Signature:" + prefix + _fold_b64(base64.b64encode(signature)) + b"\r\n"
 
     def sign(self, message: bytes, *, timestamp: int) -> bytes:
         """The message with its DKIM-Signature header prepended."""
         return self.signature_header(message, timestamp=timestamp) + message
-

@@ -134,7 +134,9 @@ _CRLF_RUN: Final = re.compile(r"[\r\n]+\s*")
 
 def _one_line(value: str) -> str:
     """No header injection: a value never spans lines of its own making."""
-    return _CRLF_RUN.sub(" ", value).strip()
+    if "\r" in value or "\n" in value:
+        return _CRLF_RUN.sub(" ", value).strip()
+    return value
 
 
 def header(name: str, value: str) -> bytes:
@@ -217,9 +219,7 @@ class EmailBuilder:
             True: parseaddr(identity.marketing_from)[1],
             False: parseaddr(identity.transactional_from)[1],
         }
-        self._reply_to = (
-            address_header("Reply-To", identity.reply_to) if identity.reply_to else b""
-        )
+        self._reply_to = address_header("Reply-To", identity.reply_to) if identity.reply_to else b""
 
     @property
     def renderer(self) -> Renderer:

@@ -55,9 +55,10 @@ class SenderTx(Protocol):
         ...
 
     async def interrupted(
-        self, *, owner: str, lease_expired_before: datetime, limit: int
+        self, *, owner: str | None, lease_expired_before: datetime, limit: int
     ) -> Sequence[LedgerRow]:
-        """`sending` rows owned by `owner` (a restart) or whose lease ran out, locked."""
+        """`sending` rows owned by `owner` (a restart) or whose lease ran out, locked;
+        `owner=None`: only the expired ones."""
         ...
 
     async def find_contacts(self, shop_id: str, channel: Channel, address: str) -> Sequence[str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -53,6 +53,9 @@ from relance_sender.rendering.renderer import Renderer
 log = logging.getLogger("relance_sender")
 
 SOURCE = "sender"
+
+Failpoint = Literal["after_smtp_250", "after_ledger_commit"]
+FailpointHook = Callable[[Failpoint], None]
 
 SendResultKind = Literal["sent", "failed", "retry_scheduled", "ambiguous", "duplicate", "busy"]
 
@@ -117,7 +120,9 @@ class SendMessage:
         retry: RetryPolicy | None = None,
         sending_lease: timedelta = timedelta(minutes=15),
         metrics: SenderMetrics | None = None,
+        failpoint: FailpointHook | None = None,
     ) -> None:
+        self._failpoint = failpoint
         self._store = store
         self._emails = emails
         self._renderer = renderer
@@ -192,8 +197,9 @@ class SendMessage:
         await self._publish(events)
         return list(await asyncio.gather(*(self._deliver_and_settle(p) for p in batch)))
 
-    async def recover_interrupted(self, *, limit: int = 1000) -> RecoveryReport:
-        """At start-up: rows this instance left `sending`, and any whose lease ran out.
+    async def recover_interrupted(self, *, limit: int = 1000, own: bool = True) -> RecoveryReport:
+        """At start-up (`own`): rows this instance left `sending`, and any whose lease ran
+        out; periodically (`own=False`): only expired leases, e.g. of a host gone for good.
 
         Marketing rows become `ambiguous` (never resent, counted); transactional rows go
         back to `pending` and `run_due` resends them with the same Message-ID.
@@ -202,7 +208,9 @@ class SendMessage:
         ambiguous = resend = 0
         async with self._store.transaction() as tx:
             rows = await tx.interrupted(
-                owner=self._owner, lease_expired_before=now - self._lease, limit=limit
+                owner=self._owner if own else None,
+                lease_expired_before=now - self._lease,
+                limit=limit,
             )
             for row in rows:
                 recovered = ledger.recover(row, now=now)
@@ -288,8 +296,14 @@ class SendMessage:
             return Ambiguous(reason=f"transport raised {type(exc).__name__}: {exc}")
         return Rejected(reason="nothing to deliver")
 
+    def _hit(self, point: Failpoint) -> None:
+        if self._failpoint is not None:
+            self._failpoint(point)
+
     async def _deliver_and_settle(self, prepared: _Prepared) -> SendResult:
         outcome = await self._deliver(prepared)
+        if isinstance(outcome, Accepted) and prepared.email is not None:
+            self._hit("after_smtp_250")
         now = self._clock.now()
         events: list[Event[Any]] = []
         async with self._store.transaction() as tx:
@@ -302,6 +316,7 @@ class SendMessage:
             settled = ledger.settle(row, outcome, now=now, retry=self._retry)
             await tx.save(settled)
             await self._after_outcome(tx, settled, outcome, now, events)
+        self._hit("after_ledger_commit")
         await self._publish(events)
         return self._result(settled, outcome)
 

@@ -26,7 +26,12 @@ from relance_sender.domain.outcome import RetryPolicy
 from relance_sender.email_message import DkimKey, EmailBuilder, SenderIdentity
 from relance_sender.ports import EmailTransport, SenderStore, SmsTransport
 from relance_sender.rendering.renderer import Renderer, ShopProfile, SocialProfile
-from relance_sender.services import HandleInboundSms, RecordConsent, SendMessage
+from relance_sender.services import (
+    FailpointHook,
+    HandleInboundSms,
+    RecordConsent,
+    SendMessage,
+)
 from relance_sender.settings import SenderSettings
 
 
@@ -64,6 +69,8 @@ def shop_profile(settings: SenderSettings) -> ShopProfile:
         review_url=settings.shop_review_url,
         postal_address=settings.shop_postal_address,
         social=tuple(social),
+        cart_url=settings.shop_cart_url,
+        cart_retention_days=settings.shop_cart_retention_days,
     )
 
 
@@ -123,8 +130,10 @@ def build_sender(
     publisher: Publisher,
     clock: Clock,
     signer: TokenSigner | None = None,
+    failpoint: FailpointHook | None = None,
 ) -> Sender:
-    """`signer` defaults to one built from `RELANCE_TOKEN_KEYS` (pass the platform's)."""
+    """`signer` defaults to one built from `RELANCE_TOKEN_KEYS` (pass the platform's);
+    `failpoint` is the kill tests' hook (see `relance_sender.failpoints`)."""
     renderer = Renderer(shop=shop_profile(settings), default_locale=settings.default_locale)
     emails = EmailBuilder(
         renderer=renderer,
@@ -156,6 +165,7 @@ def build_sender(
             horizon=timedelta(seconds=settings.retry_horizon_s),
         ),
         sending_lease=timedelta(seconds=settings.sending_lease_s),
+        failpoint=failpoint,
     )
     return Sender(
         send=send,

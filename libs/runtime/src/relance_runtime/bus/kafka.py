@@ -35,6 +35,19 @@ from relance_runtime.errors import BusUnavailable, RebalancedAway, TransientErro
 log = logging.getLogger(__name__)
 
 
+def record_of(message: Any) -> Record:
+    """A bus `Record` from an aiokafka `ConsumerRecord`."""
+    return Record(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        key=message.key,
+        value=message.value if message.value is not None else b"",
+        headers=tuple((k, bytes(v)) for k, v in (message.headers or ())),
+        timestamp_ms=message.timestamp,
+    )
+
+
 class KafkaBus:
     def __init__(
         self,
@@ -56,6 +69,7 @@ class KafkaBus:
         self._producer: AIOKafkaProducer | None = None
         self._failures_in_a_row = 0
         self._session_timeout_ms = session_timeout_ms
+        self._partition_cache: dict[tuple[bytes, int], int] = {}
 
     async def start(self) -> None:
         await self._start_producer()
@@ -132,7 +146,9 @@ class KafkaBus:
         producer = await self._live_producer()
         try:
             futures = await self._send_batches(producer, messages)
-            await asyncio.wait_for(asyncio.gather(*futures), timeout=self._delivery_timeout_s)
+            async with asyncio.timeout(self._delivery_timeout_s):
+                for future in futures:
+                    await future
         except (KafkaError, TimeoutError) as exc:
             self._failures_in_a_row += 1
             raise BusUnavailable(f"Kafka did not acknowledge the batch: {exc!r}") from exc
@@ -151,7 +167,7 @@ class KafkaBus:
         for i, m in enumerate(messages):
             if m.topic not in counts:
                 counts[m.topic] = len(await producer.partitions_for(m.topic))
-            key = (m.topic, partition_for(m.key, counts[m.topic], i))
+            key = (m.topic, self._partition(m.key, counts[m.topic], i))
             by_partition.setdefault(key, []).append(m)
         futures: list[asyncio.Future[Any]] = []
         for (topic, partition), batch_messages in by_partition.items():
@@ -174,6 +190,18 @@ class KafkaBus:
             batch.close()
             futures.append(await producer.send_batch(batch, topic, partition=partition))
         return futures
+
+    def _partition(self, key: bytes | None, partitions: int, fallback: int) -> int:
+        # murmur2 is pure Python (~4.5 us); contact keys repeat, so remember them.
+        if key is None:
+            return fallback % partitions
+        cached = self._partition_cache.get((key, partitions))
+        if cached is None:
+            if len(self._partition_cache) > 100_000:
+                self._partition_cache.clear()
+            cached = partition_for(key, partitions)
+            self._partition_cache[(key, partitions)] = cached
+        return cached
 
     async def _live_producer(self) -> AIOKafkaProducer:
         # aiokafka #1017: an idempotent producer can wedge after a broker outage
@@ -268,21 +296,7 @@ class KafkaConsumer:
             )
         except KafkaConnectionError as exc:
             raise TransientError(f"Kafka fetch failed: {exc}") from exc
-        records: list[Record] = []
-        for tp, messages in batches.items():
-            for m in messages:
-                records.append(
-                    Record(
-                        topic=tp.topic,
-                        partition=tp.partition,
-                        offset=m.offset,
-                        key=m.key,
-                        value=m.value if m.value is not None else b"",
-                        headers=tuple((k, bytes(v)) for k, v in (m.headers or ())),
-                        timestamp_ms=m.timestamp,
-                    )
-                )
-        return records
+        return [record_of(m) for messages in batches.values() for m in messages]
 
     async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         if not offsets:

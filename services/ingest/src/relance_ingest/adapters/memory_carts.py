@@ -44,6 +44,14 @@ class InMemoryCartStore:
         self.carts: dict[str, dict[str, Cart]] = {}
         self.applied: set[tuple[str, uuid.UUID]] = set()
 
+    async def has_open_cart(
+        self, shop_id: str, *, contact_keys: Collection[str], cart_ids: Collection[str]
+    ) -> bool:
+        return any(
+            cart.is_open and (cid in cart_ids or cart.contact_key in contact_keys)
+            for cid, cart in self.carts.get(shop_id, {}).items()
+        )
+
     @asynccontextmanager
     async def session(self) -> AsyncIterator[InMemoryCartSession]:
         snapshot = ({k: dict(v) for k, v in self.carts.items()}, set(self.applied))

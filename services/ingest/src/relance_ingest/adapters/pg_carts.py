@@ -21,6 +21,18 @@ class PgCartRepository:
     def __init__(self, conn: asyncpg.Connection[Any] | PoolConnectionProxy[Any]) -> None:
         self._conn = conn
 
+    async def has_open_cart(
+        self, shop_id: str, *, contact_keys: Collection[str], cart_ids: Collection[str]
+    ) -> bool:
+        found: bool = await self._conn.fetchval(
+            "select exists (select 1 from ingest_carts where shop_id = $1 and is_open"
+            " and (cart_id = any($2::text[]) or contact_key = any($3::text[])))",
+            shop_id,
+            list(cart_ids),
+            list(contact_keys),
+        )
+        return found
+
     async def load(
         self,
         shop_id: str,
@@ -95,6 +107,14 @@ class PgCartStore:
 
     def __init__(self, pool: asyncpg.Pool[Any]) -> None:
         self._pool = pool
+
+    async def has_open_cart(
+        self, shop_id: str, *, contact_keys: Collection[str], cart_ids: Collection[str]
+    ) -> bool:
+        async with self._pool.acquire() as conn:
+            return await PgCartRepository(conn).has_open_cart(
+                shop_id, contact_keys=contact_keys, cart_ids=cart_ids
+            )
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[PgCartRepository]:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import hashlib
 import html
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request, Security
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPBasic
 from starlette.requests import HTTPConnection
 
@@ -41,6 +42,9 @@ PIXEL = (
     b"\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
 )
 _NO_STORE = {"Cache-Control": "no-store, max-age=0"}
+_SUCCESS = b'{"success":true}'
+
+RequestHandler = Callable[[Request], Coroutine[Any, Any, Response]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,10 +139,15 @@ def build_router(deps: IngestDeps) -> APIRouter:
             retry = str(max(1, int(exc.retry_after_s or settings.bus_retry_after_s)))
             reason = "the event bus is unavailable; none of the events were accepted"
             return _errors(503, [{"field": "", "reason": reason}], **{"Retry-After": retry})
-        return JSONResponse({"success": True})
+        return Response(_SUCCESS, media_type="application/json")
 
     def single(path: str, kind: MessageType, schema: dict[str, Any], summary: str) -> None:
         async def endpoint(request: Request, key: str | None = Security(write_key)) -> Response:
+            """What OpenAPI documents; requests are served by `serve` below."""
+            return await handle(request, key, kind, settings.max_event_bytes)
+
+        async def serve(request: Request) -> Response:
+            key = parse_basic_auth(request.headers.get("authorization"))
             return await handle(request, key, kind, settings.max_event_bytes)
 
         router.add_api_route(
@@ -152,6 +161,7 @@ def build_router(deps: IngestDeps) -> APIRouter:
             openapi_extra=json_body(schema),
             operation_id=f"segment_{kind}",
             tags=["events"],
+            route_class_override=_direct(serve),
         )
 
     single("/v1/identify", "identify", IDENTIFY, "Identify a contact (traits, consent)")
@@ -160,6 +170,10 @@ def build_router(deps: IngestDeps) -> APIRouter:
     single("/v1/page", "page", PAGE, "A page view")
 
     async def batch(request: Request, key: str | None = Security(write_key)) -> Response:
+        return await handle(request, key, None, settings.max_batch_bytes)
+
+    async def serve_batch(request: Request) -> Response:
+        key = parse_basic_auth(request.headers.get("authorization"))
         return await handle(request, key, None, settings.max_batch_bytes)
 
     router.add_api_route(
@@ -177,6 +191,7 @@ def build_router(deps: IngestDeps) -> APIRouter:
         openapi_extra=json_body(batch_schema(settings.max_batch_events)),
         operation_id="segment_batch",
         tags=["events"],
+        route_class_override=_direct(serve_batch),
     )
 
     @router.get(
@@ -254,6 +269,20 @@ def build_router(deps: IngestDeps) -> APIRouter:
         return JSONResponse({"success": True}, headers=_NO_STORE)
 
     return router
+
+
+def _direct(handler: RequestHandler) -> type[APIRoute]:
+    """A route documented from its endpoint's signature but served by `handler` directly.
+
+    The event handlers parse and validate bodies themselves; skipping FastAPI's dependency
+    and body machinery roughly halves the framework's cost per request on the hot path.
+    """
+
+    class DirectRoute(APIRoute):
+        def get_route_handler(self) -> RequestHandler:
+            return handler
+
+    return DirectRoute
 
 
 def _rate_limited(retry_after_s: int) -> JSONResponse:

@@ -6,9 +6,11 @@ Every method takes a connection already inside the caller's transaction.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
+from decimal import Decimal
 
-import asyncpg
+from pydantic import ValidationError
 
 from relance_orchestrator.domain.commands import (
     CancelWakeups,
@@ -20,11 +22,12 @@ from relance_orchestrator.domain.commands import (
     ScheduleWakeup,
 )
 from relance_orchestrator.domain.state import ContactState
-from relance_orchestrator.ports import DueTimer
+from relance_orchestrator.ports import DueTimer, StepCounts, TrackedKind, UnreadableState
+from relance_runtime.db import Connection
 
 
 class PostgresContactStore:
-    async def lock(self, conn: asyncpg.Connection, shop_id: str, contact_key: str) -> ContactState:
+    async def lock(self, conn: Connection, shop_id: str, contact_key: str) -> ContactState:
         row = await conn.fetchrow(
             """SELECT state::text FROM orchestrator_contacts
                WHERE shop_id = $1 AND contact_key = $2 FOR UPDATE""",
@@ -49,9 +52,20 @@ class PostgresContactStore:
             assert row is not None
         return ContactState.model_validate_json(row[0])
 
+    async def lock_existing(
+        self, conn: Connection, shop_id: str, contact_key: str
+    ) -> ContactState | None:
+        row = await conn.fetchrow(
+            """SELECT state::text FROM orchestrator_contacts
+               WHERE shop_id = $1 AND contact_key = $2 FOR UPDATE""",
+            shop_id,
+            contact_key,
+        )
+        return None if row is None else ContactState.model_validate_json(row[0])
+
     async def try_lock_many(
-        self, conn: asyncpg.Connection, contacts: Sequence[tuple[str, str]]
-    ) -> dict[tuple[str, str], ContactState]:
+        self, conn: Connection, contacts: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], ContactState | UnreadableState]:
         if not contacts:
             return {}
         rows = await conn.fetch(
@@ -63,9 +77,15 @@ class PostgresContactStore:
             [s for s, _ in contacts],
             [c for _, c in contacts],
         )
-        return {(r[0], r[1]): ContactState.model_validate_json(r[2]) for r in rows}
+        out: dict[tuple[str, str], ContactState | UnreadableState] = {}
+        for r in rows:
+            try:
+                out[(r[0], r[1])] = ContactState.model_validate_json(r[2])
+            except ValidationError as exc:
+                out[(r[0], r[1])] = UnreadableState(f"unreadable contact state: {exc}")
+        return out
 
-    async def save(self, conn: asyncpg.Connection, state: ContactState) -> None:
+    async def save(self, conn: Connection, state: ContactState) -> None:
         await conn.execute(
             """UPDATE orchestrator_contacts
                SET state = $3::jsonb, version = version + 1, updated_at = now()
@@ -77,18 +97,51 @@ class PostgresContactStore:
 
 
 class PostgresTimerStore:
-    async def claim_due(
-        self, conn: asyncpg.Connection, now: datetime, limit: int
-    ) -> list[DueTimer]:
+    async def claim_due(self, conn: Connection, now: datetime, limit: int) -> list[DueTimer]:
         rows = await conn.fetch(
-            """SELECT shop_id, contact_key, timer_key, due_at FROM orchestrator_timers
-               WHERE due_at <= $1 ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED""",
+            """SELECT shop_id, contact_key, timer_key, due_at, attempts FROM orchestrator_timers
+               WHERE due_at <= $1 AND state = 'pending' AND (retry_at IS NULL OR retry_at <= $1)
+               ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED""",
             now,
             limit,
         )
-        return [DueTimer(r[0], r[1], r[2], r[3]) for r in rows]
+        return [DueTimer(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
-    async def delete(self, conn: asyncpg.Connection, timers: Sequence[DueTimer]) -> None:
+    async def failed(
+        self,
+        conn: Connection,
+        timer: DueTimer,
+        error: str,
+        *,
+        retry_at: datetime,
+        park: bool,
+    ) -> None:
+        """Count a failed firing: retry later, or park the timer for good."""
+        await conn.execute(
+            """UPDATE orchestrator_timers
+               SET attempts = attempts + 1, last_error = $5, retry_at = $6,
+                   state = CASE WHEN $7 THEN 'parked' ELSE 'pending' END
+               WHERE shop_id = $1 AND contact_key = $2 AND timer_key = $3 AND due_at = $4""",
+            timer.shop_id,
+            timer.contact_key,
+            timer.key,
+            timer.due_at,
+            error[:2000],
+            retry_at,
+            park,
+        )
+
+    async def parked(self, conn: Connection, shop_id: str) -> dict[str, int]:
+        """Parked timers per plan."""
+        rows = await conn.fetch(
+            """SELECT split_part(timer_key, '/', 1) AS plan, count(*) AS n
+               FROM orchestrator_timers WHERE shop_id = $1 AND state = 'parked'
+               GROUP BY 1 ORDER BY 1""",
+            shop_id,
+        )
+        return {r["plan"]: int(r["n"]) for r in rows}
+
+    async def delete(self, conn: Connection, timers: Sequence[DueTimer]) -> None:
         if not timers:
             return
         await conn.execute(
@@ -105,7 +158,7 @@ class PostgresTimerStore:
 
     async def apply(
         self,
-        conn: asyncpg.Connection,
+        conn: Connection,
         shop_id: str,
         contact_key: str,
         commands: Sequence[Command],
@@ -117,7 +170,8 @@ class PostgresTimerStore:
                 """INSERT INTO orchestrator_timers (shop_id, contact_key, timer_key, due_at)
                    SELECT $1, $2, k, d FROM unnest($3::text[], $4::timestamptz[]) AS u(k, d)
                    ON CONFLICT (shop_id, contact_key, timer_key)
-                   DO UPDATE SET due_at = EXCLUDED.due_at""",
+                   DO UPDATE SET due_at = EXCLUDED.due_at, state = 'pending', attempts = 0,
+                                 retry_at = NULL, last_error = NULL""",
                 shop_id,
                 contact_key,
                 [k for k, _ in upserts],
@@ -135,7 +189,7 @@ class PostgresTimerStore:
 
 class PostgresJournal:
     async def record(
-        self, conn: asyncpg.Connection, state: ContactState, commands: Sequence[Command]
+        self, conn: Connection, state: ContactState, commands: Sequence[Command]
     ) -> None:
         rows: list[tuple[object, ...]] = []
         for c in commands:
@@ -185,3 +239,95 @@ class PostgresJournal:
                    ON CONFLICT DO NOTHING""",
                 [(state.shop_id, state.contact_key, *r) for r in rows],
             )
+
+    async def track(
+        self,
+        conn: Connection,
+        shop_id: str,
+        kind: TrackedKind,
+        message_id: str,
+        at: datetime,
+    ) -> None:
+        """Record that a message this orchestrator requested was sent / opened / clicked
+        (once per message and kind; unknown message ids are ignored)."""
+        await conn.execute(
+            """INSERT INTO orchestrator_journal
+               (shop_id, contact_key, kind, plan, step, plan_instance, message_id, at)
+               SELECT shop_id, contact_key, $3, plan, step, plan_instance, message_id, $4
+               FROM orchestrator_journal
+               WHERE shop_id = $1 AND message_id = $2 AND kind = 'requested'
+               ON CONFLICT DO NOTHING""",
+            shop_id,
+            message_id,
+            kind,
+            at,
+        )
+
+    async def timer_parked(
+        self, conn: Connection, timer: DueTimer, reason: str, at: datetime
+    ) -> None:
+        await conn.execute(
+            """INSERT INTO orchestrator_journal
+               (shop_id, contact_key, kind, plan, step, plan_instance, message_id, reason, at)
+               VALUES ($1, $2, 'parked', $3, NULL, $4, NULL, $5, $6)""",
+            timer.shop_id,
+            timer.contact_key,
+            timer.key.split("/", 1)[0],
+            timer.key,
+            reason[:2000],
+            at,
+        )
+
+    async def stats(
+        self, conn: Connection, shop_id: str, since: datetime | None
+    ) -> list[StepCounts]:
+        """Per plan and step: what the journal holds (since `since`, by request time)."""
+        rows = await conn.fetch(
+            """WITH requested AS (
+                   SELECT message_id, plan, step FROM orchestrator_journal
+                   WHERE shop_id = $1 AND kind = 'requested' AND ($2::timestamptz IS NULL
+                         OR at >= $2)
+               )
+               SELECT j.plan, j.step,
+                      count(*) FILTER (WHERE j.kind = 'requested') AS requested,
+                      count(*) FILTER (WHERE j.kind = 'sent') AS sent,
+                      count(*) FILTER (WHERE j.kind = 'opened') AS opened,
+                      count(*) FILTER (WHERE j.kind = 'clicked') AS clicked,
+                      count(*) FILTER (WHERE j.kind = 'converted') AS converted,
+                      coalesce(sum(j.amount) FILTER (WHERE j.kind = 'converted'), 0) AS revenue
+               FROM orchestrator_journal j JOIN requested r ON r.message_id = j.message_id
+               WHERE j.shop_id = $1
+                 AND j.kind IN ('requested', 'sent', 'opened', 'clicked', 'converted')
+               GROUP BY j.plan, j.step""",
+            shop_id,
+            since,
+        )
+        decisions = await conn.fetch(
+            """SELECT plan, step,
+                      count(*) FILTER (WHERE kind = 'held') AS held,
+                      count(*) FILTER (WHERE kind = 'dropped') AS dropped,
+                      count(*) FILTER (WHERE kind = 'skipped') AS skipped
+               FROM orchestrator_journal
+               WHERE shop_id = $1 AND kind IN ('held', 'dropped', 'skipped')
+                 AND ($2::timestamptz IS NULL OR at >= $2)
+               GROUP BY plan, step""",
+            shop_id,
+            since,
+        )
+        out: dict[tuple[str, str], StepCounts] = {}
+        for r in rows:
+            out[(r["plan"], r["step"])] = StepCounts(
+                plan=r["plan"],
+                step=r["step"],
+                requested=r["requested"],
+                sent=r["sent"],
+                opened=r["opened"],
+                clicked=r["clicked"],
+                converted=r["converted"],
+                revenue=Decimal(r["revenue"]),
+            )
+        for r in decisions:
+            key = (r["plan"], r["step"])
+            base = out.get(key) or StepCounts(plan=r["plan"], step=r["step"])
+            out[key] = replace(base, held=r["held"], dropped=r["dropped"], skipped=r["skipped"])
+        return [out[k] for k in sorted(out)]

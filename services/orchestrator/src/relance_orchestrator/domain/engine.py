@@ -45,11 +45,13 @@ from relance_orchestrator.domain.conditions import Context, all_hold
 from relance_orchestrator.domain.errors import IllegalTransition
 from relance_orchestrator.domain.facts import (
     ContactFacts,
+    Order,
     SendRecord,
     ShopFacts,
     record_send,
     reduce_facts,
 )
+from relance_orchestrator.domain.merge import merge_states
 from relance_orchestrator.domain.plan import EventKind, Plan, Step, Trigger
 from relance_orchestrator.domain.policy import Policy, cap_release, legal_basis
 from relance_orchestrator.domain.state import (
@@ -67,6 +69,7 @@ from relance_orchestrator.domain.timing import due_at, next_birthday_anchor, zon
 Input = Event[Any] | Wakeup
 
 HISTORY_KEPT = timedelta(days=400)
+_WAITING = StepRecord()  # immutable, so every new instance can share it
 MAX_STEPS_PER_DECISION = 1000
 
 _KINDS: dict[type[Payload], EventKind] = {
@@ -119,6 +122,9 @@ class PlanMachine:
 
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
+        self.time_steps = plan.time_steps
+        self.steps_by_name = {s.name: s for s in plan.steps}
+        self.step_names = tuple(self.steps_by_name)
 
     # -- events -------------------------------------------------------------------------
 
@@ -180,7 +186,7 @@ class PlanMachine:
                     step.name, record.apply("schedule", due_at=due, first_due_at=due)
                 )
             if changed is not instance:
-                state = state.model_copy(update={"instances": {**state.instances, key: changed}})
+                state = state.evolve({"instances": {**state.instances, key: changed}})
         return state
 
     def _trigger(
@@ -259,7 +265,7 @@ class PlanMachine:
             digest = hashlib.sha256(instance_id.encode()).hexdigest()[:8].upper()
             coupon = f"{self.plan.coupon.prefix}-{digest}"
             expires = anchor + timedelta(days=self.plan.coupon.valid_days)
-        steps = {s.name: StepRecord() for s in self.plan.steps}
+        steps = dict.fromkeys(self.step_names, _WAITING)
         instance = Instance(
             plan=self.plan.name,
             key=key,
@@ -272,10 +278,10 @@ class PlanMachine:
             coupon=coupon,
             coupon_expires_at=expires,
         )
-        first = self.plan.time_steps[0] if self.plan.time_steps else None
+        first = self.time_steps[0] if self.time_steps else None
         if first is not None:
             instance = self._schedule(instance, first, anchor, run)
-        return state.model_copy(update={"instances": {**state.instances, key: instance}})
+        return state.evolve({"instances": {**state.instances, key: instance}})
 
     def _schedule(self, instance: Instance, step: Step, base: datetime, run: _Run) -> Instance:
         hour = step.send_hour if step.send_hour is not None else self.plan.send_hour
@@ -297,7 +303,7 @@ class PlanMachine:
                 HistoryEntry(key=key, started_at=instance.started_at),
             )
         run.commands.append(Finish(self.plan.name, instance.instance_id, key, reason, now))
-        state = state.model_copy(update={"instances": instances, "history": history})
+        state = state.evolve({"instances": instances, "history": history})
         if self.plan.recurrence == "yearly" and reason != "restarted":
             after = max(now, instance.anchor_at + timedelta(days=1))
             fallback = run.facts.first_order.at if run.facts.first_order else run.facts.signup_at
@@ -327,7 +333,7 @@ class PlanMachine:
         ]
         if scheduled:
             _, _, name = min(scheduled)
-            instance = self._run_step(instance, self.plan.step(name), run, now)
+            instance = self._run_step(instance, self.steps_by_name[name], run, now)
         elif instance.window_until is not None and instance.window_until <= now:
             for step in self.plan.steps:
                 if instance.steps[step.name].status == "waiting":
@@ -335,7 +341,7 @@ class PlanMachine:
                         step.name, instance.steps[step.name].apply("skip", settled_at=now)
                     )
                     self._decide(run, instance, step, "skipped", "window_closed", now)
-        state = state.model_copy(update={"instances": {**state.instances, key: instance}})
+        state = state.evolve({"instances": {**state.instances, key: instance}})
         if self._is_over(instance, now):
             state = self._finish(state, key, "completed", run, now)
         return state
@@ -449,7 +455,7 @@ class PlanMachine:
         for dependent in self.plan.steps:
             if dependent.after_step == step.name and dependent.within is not None:
                 if record.status == "sent":
-                    instance = instance.model_copy(
+                    instance = instance.evolve(
                         update={"window_until": now + dependent.within.approx()}
                     )
                 elif instance.steps[dependent.name].status == "waiting":
@@ -457,7 +463,7 @@ class PlanMachine:
                     instance = instance.with_step(dependent.name, skipped)
         if step.is_event_step:
             return instance
-        time_steps = self.plan.time_steps
+        time_steps = self.time_steps
         index = time_steps.index(step)
         if index + 1 < len(time_steps):
             nxt = time_steps[index + 1]
@@ -470,8 +476,23 @@ class PlanMachine:
         return instance
 
     def _context(self, step: Step, instance: Instance, run: _Run) -> dict[str, Any]:
+        """What the sender renders from (keys documented in the README)."""
         facts = run.facts
-        ctx: dict[str, Any] = {"instance_key": instance.key}
+        ctx: dict[str, Any] = {
+            "instance_key": instance.key,
+            "contact": {
+                "first_name": facts.first_name,
+                "last_name": facts.last_name,
+                "email": facts.email,
+                "phone": facts.phone,
+                "locale": facts.locale,
+                "timezone": facts.timezone,
+                "country": facts.country,
+                "loyalty_tier": facts.loyalty_tier,
+            },
+        }
+        if step.template is not None:
+            ctx["template"] = step.template
         for part in step.include:
             match part:
                 case "cart":
@@ -480,16 +501,21 @@ class PlanMachine:
                         ctx["cart"] = {
                             "cart_id": cart.cart_id,
                             "total": str(cart.total),
+                            "currency": cart.currency,
+                            "changed_at": cart.changed_at.isoformat(),
                             "items": [i.model_dump(mode="json") for i in cart.items],
                         }
                 case "last_order" | "first_order":
                     order = facts.last_order if part == "last_order" else facts.first_order
                     if order is not None:
-                        ctx[part] = {
-                            "order_id": order.order_id,
-                            "total": str(order.total),
-                            "at": order.at.isoformat(),
-                        }
+                        ctx[part] = _order_context(order)
+                case "recommendations":
+                    order = facts.last_order
+                    ctx["recommendations"] = {
+                        "strategy": "cross_sell" if _above_average(order, run.shop) else "up_sell",
+                        "based_on_product_ids": list(order.product_ids[:20]) if order else [],
+                        "based_on_categories": list(order.categories) if order else [],
+                    }
                 case "order":
                     ctx["order_id"] = instance.order_id
                 case "coupon":
@@ -501,6 +527,30 @@ class PlanMachine:
                 case "survey_answer":
                     ctx["survey_answer"] = facts.survey_answers.get(instance.order_id or "")
         return ctx
+
+
+def _order_context(order: Order) -> dict[str, Any]:
+    return {
+        "order_id": order.order_id,
+        "total": str(order.total),
+        "currency": order.currency,
+        "at": order.at.isoformat(),
+        "items": [
+            {
+                "product_id": line.product_id,
+                "name": line.name,
+                "quantity": line.quantity,
+                "price": str(line.price),
+            }
+            for line in order.lines
+        ],
+    }
+
+
+def _above_average(order: Order | None, shop: ShopFacts) -> bool:
+    return (
+        order is not None and shop.average_basket is not None and order.total > shop.average_basket
+    )
 
 
 def ctx_event_cart(payload: Payload) -> str | None:
@@ -527,6 +577,8 @@ class Engine:
             PlanMachine(p) for p in sorted(enabled, key=lambda p: (p.priority, p.name))
         ]
         self.policy = policy or Policy()
+        self._order = {m.plan.name: (m.plan.priority, i) for i, m in enumerate(self.machines)}
+        self._by_name = {m.plan.name: m for m in self.machines}
 
     def decide(
         self, state: ContactState, event: Input, now: datetime, shop: ShopFacts
@@ -544,7 +596,7 @@ class Engine:
             before = run.facts
             run.facts, fresh = reduce_facts(run.facts, event)
             if not fresh:
-                return state.model_copy(update={"facts": run.facts}), ()
+                return state.evolve({"facts": run.facts}), ()
             if isinstance(event.payload, OrderCompleted):
                 self._attribute(before, event, run)
             for machine in self.machines:
@@ -554,25 +606,50 @@ class Engine:
                 )
         plans = self._run_due(plans, run, now)
         plans = {k: v for k, v in plans.items() if v.instances or v.history}
-        new_state = state.model_copy(update={"facts": run.facts, "plans": plans})
+        new_state = state.evolve({"facts": run.facts, "plans": plans})
         return new_state, (*run.commands, *timer_commands(state, new_state))
+
+    def merge(
+        self, known: ContactState, anon: ContactState, now: datetime, shop: ShopFacts
+    ) -> tuple[ContactState, tuple[Command, ...], ContactState, tuple[Command, ...]]:
+        """Fold an aliased anonymous contact into the known one (see `domain.merge`).
+
+        Returns the known contact's new state and commands (its timers now include the moved
+        instances'; anything already due runs at once), then the emptied anonymous contact's
+        (its timers cancelled)."""
+        if now.tzinfo is None:
+            raise IllegalTransition("now must be timezone-aware")
+        if known.shop_id != anon.shop_id or known.contact_key == anon.contact_key:
+            raise IllegalTransition("a contact merges only with another of the same shop")
+        plans = {m.plan.name: m.plan for m in self.machines}
+        merged, emptied = merge_states(known, anon, plans)
+        run = _Run(shop, self.policy, merged.facts, merged.shop_id, merged.contact_key, [])
+        due = self._run_due(dict(merged.plans), run, now)
+        merged = merged.evolve({"facts": run.facts, "plans": due})
+        return (
+            merged,
+            (*run.commands, *timer_commands(known, merged)),
+            emptied,
+            timer_commands(anon, emptied),
+        )
 
     def _run_due(
         self, plans: dict[str, PlanState], run: _Run, now: datetime
     ) -> dict[str, PlanState]:
-        order = {m.plan.name: (m.plan.priority, i) for i, m in enumerate(self.machines)}
-        by_name = {m.plan.name: m for m in self.machines}
+        order, by_name = self._order, self._by_name
+
+        def due_of(name: str) -> list[tuple[datetime, tuple[int, int], str, str]]:
+            return [(at, order[name], name, key) for at, key in by_name[name].due(plans[name], now)]
+
+        # a step only changes its own plan's instances, so only that plan is looked at again
+        due = {name: due_of(name) for name in plans if name in by_name}
         for _ in range(MAX_STEPS_PER_DECISION):
-            candidates = [
-                (at, order[name], name, key)
-                for name, plan_state in plans.items()
-                if name in by_name
-                for at, key in by_name[name].due(plan_state, now)
-            ]
+            candidates = [c for items in due.values() for c in items]
             if not candidates:
                 return plans
             _, _, name, key = min(candidates)
             plans[name] = by_name[name].advance(plans[name], key, run, now)
+            due[name] = due_of(name)
         raise IllegalTransition("a plan kept stepping without time passing")
 
     def _attribute(self, before: ContactFacts, event: Event[Any], run: _Run) -> None:

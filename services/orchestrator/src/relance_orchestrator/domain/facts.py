@@ -12,7 +12,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from relance_events import Event
 from relance_events.payloads import (
@@ -26,6 +26,8 @@ from relance_events.payloads import (
     EmailOpened,
     LineItem,
     LinkClicked,
+    LoyaltyTier,
+    LoyaltyTierChanged,
     MessageSent,
     OrderCompleted,
     OrderRefunded,
@@ -33,17 +35,14 @@ from relance_events.payloads import (
     SurveyAnswer,
     SurveyAnswered,
 )
+from relance_orchestrator.domain.evolve import Frozen
 
 # Send records older than this are pruned; every window that reads them is shorter.
 SEND_HISTORY = timedelta(days=90)
 MIN_SENDS_KEPT = 20
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class ShopFacts(_Frozen):
+class ShopFacts(Frozen):
     """Shop-level inputs the plans compare against; computed elsewhere, passed in."""
 
     shop_id: str
@@ -51,16 +50,17 @@ class ShopFacts(_Frozen):
     average_basket: Decimal | None = None
 
 
-class Cart(_Frozen):
+class Cart(Frozen):
     cart_id: str
     items: tuple[LineItem, ...] = ()
     total: Decimal = Decimal(0)
+    currency: str = "EUR"
     changed_at: datetime
     ordered: bool = False
     checkout_started_at: datetime | None = None
 
 
-class SendRecord(_Frozen):
+class SendRecord(Frozen):
     """One message this orchestrator requested; opens and clicks land here."""
 
     message_id: str
@@ -74,17 +74,30 @@ class SendRecord(_Frozen):
     clicked_at: datetime | None = None
 
 
-class Order(_Frozen):
+# Lines of an order kept for the message context (the sender renders "your last order").
+ORDER_LINES_KEPT = 10
+
+
+class OrderLine(Frozen):
+    product_id: str
+    name: str | None = None
+    quantity: int = 1
+    price: Decimal = Decimal(0)
+
+
+class Order(Frozen):
     order_id: str
     at: datetime
     total: Decimal
+    currency: str = "EUR"
     coupon: str | None = None
     categories: tuple[str, ...] = ()
     product_ids: tuple[str, ...] = ()
     skus: tuple[str, ...] = ()
+    lines: tuple[OrderLine, ...] = ()
 
 
-class ContactFacts(_Frozen):
+class ContactFacts(Frozen):
     contact_key: str
     orders_count: int = 0
     order_ids: frozenset[str] = frozenset()
@@ -94,6 +107,11 @@ class ContactFacts(_Frozen):
     coupons_used: frozenset[str] = frozenset()
     birthday: date | None = None
     signup_at: datetime | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    loyalty_tier: LoyaltyTier | None = None
     timezone: str | None = None
     locale: str | None = None
     country: str | None = None
@@ -132,7 +150,7 @@ def record_send(facts: ContactFacts, record: SendRecord, now: datetime) -> Conta
     older = [s for s in facts.sends if s.at < horizon][-max(0, MIN_SENDS_KEPT - len(kept)) :]
     if len(kept) >= MIN_SENDS_KEPT:
         older = []
-    return facts.model_copy(update={"sends": (*older, *kept, record)})
+    return facts.evolve({"sends": (*older, *kept, record)})
 
 
 def _mark(
@@ -163,19 +181,28 @@ def _mark(
     if not update:
         return facts
     sends = list(facts.sends)
-    sends[target] = record.model_copy(update=update)
-    return facts.model_copy(update={"sends": tuple(sends)})
+    sends[target] = record.evolve(update)
+    return facts.evolve({"sends": tuple(sends)})
 
 
 def _order(payload: OrderCompleted, at: datetime) -> Order:
+    items = payload.items
     return Order(
         order_id=payload.order_id,
         at=at,
         total=payload.total,
+        currency=payload.currency,
         coupon=payload.coupon,
-        categories=tuple(sorted({i.category for i in payload.items if i.category})),
-        product_ids=tuple(sorted({i.product_id for i in payload.items})),
-        skus=tuple(sorted({i.sku for i in payload.items if i.sku})),
+        categories=tuple(sorted({i.category for i in items if i.category})),
+        product_ids=tuple(sorted({i.product_id for i in items})),
+        skus=tuple(sorted({i.sku for i in items if i.sku})),
+        # already validated as LineItem: no second validation
+        lines=tuple(
+            OrderLine.model_construct(
+                product_id=i.product_id, name=i.name, quantity=i.quantity, price=i.price
+            )
+            for i in items[:ORDER_LINES_KEPT]
+        ),
     )
 
 
@@ -191,7 +218,7 @@ def reduce_facts(facts: ContactFacts, event: Event[Any]) -> tuple[ContactFacts, 
             order = _order(p, at)
             carts = dict(facts.carts)
             if p.cart_id is not None and p.cart_id in carts:
-                carts[p.cart_id] = carts[p.cart_id].model_copy(update={"ordered": True})
+                carts[p.cart_id] = carts[p.cart_id].evolve({"ordered": True})
             first = facts.first_order
             if first is None or at < first.at:
                 first = order
@@ -199,7 +226,7 @@ def reduce_facts(facts: ContactFacts, event: Event[Any]) -> tuple[ContactFacts, 
             if last is None or at >= last.at:
                 last = order
             coupons = facts.coupons_used | ({p.coupon} if p.coupon else set())
-            return facts.model_copy(
+            return facts.evolve(
                 update={
                     "orders_count": facts.orders_count + 1,
                     "order_ids": facts.order_ids | {p.order_id},
@@ -211,32 +238,34 @@ def reduce_facts(facts: ContactFacts, event: Event[Any]) -> tuple[ContactFacts, 
                 }
             ), True
         case OrderRefunded():
-            return facts.model_copy(update={"total_spent": facts.total_spent - p.amount}), True
+            return facts.evolve({"total_spent": facts.total_spent - p.amount}), True
         case CartChanged():
             cart = facts.carts.get(p.cart_id)
             items = tuple(p.items)
             if cart is not None and cart.items == items and not cart.ordered:
                 return facts, False  # a view or a replay: the cart did not change
-            new_cart = Cart(cart_id=p.cart_id, items=items, total=p.total, changed_at=at)
-            return facts.model_copy(update={"carts": {**facts.carts, p.cart_id: new_cart}}), True
+            new_cart = Cart(
+                cart_id=p.cart_id, items=items, total=p.total, currency=p.currency, changed_at=at
+            )
+            return facts.evolve({"carts": {**facts.carts, p.cart_id: new_cart}}), True
         case CheckoutStarted():
             if p.cart_id is None or p.cart_id not in facts.carts:
                 return facts, False
-            cart = facts.carts[p.cart_id].model_copy(update={"checkout_started_at": at})
-            return facts.model_copy(update={"carts": {**facts.carts, p.cart_id: cart}}), True
+            cart = facts.carts[p.cart_id].evolve({"checkout_started_at": at})
+            return facts.evolve({"carts": {**facts.carts, p.cart_id: cart}}), True
         case ContactIdentified():
             t = p.traits
             update: dict[str, Any] = {}
-            for name in ("birthday", "timezone", "locale", "country", "signup_at"):
+            for name in _IDENTITY_TRAITS:
                 value = getattr(t, name)
                 if value is not None:
                     update[name] = value
-            return facts.model_copy(update=update), True
+            return facts.evolve(update), True
         case ContactTraitsChanged():
             return _traits_changed(facts, p), True
         case ConsentChanged():
             consent = {**facts.consent, f"{p.channel}:{p.purpose}": p.status}
-            return facts.model_copy(update={"consent": consent}), True
+            return facts.evolve({"consent": consent}), True
         case EmailOpened():
             return _mark(facts, at, "opened_at", p.message_id, p.plan, p.step), True
         case LinkClicked():
@@ -245,16 +274,33 @@ def reduce_facts(facts: ContactFacts, event: Event[Any]) -> tuple[ContactFacts, 
             if p.answer is None:
                 return facts, True
             answers = {**facts.survey_answers, p.order_id: p.answer}
-            return facts.model_copy(update={"survey_answers": answers}), True
+            return facts.evolve({"survey_answers": answers}), True
+        case LoyaltyTierChanged():
+            if facts.loyalty_tier == p.current:
+                return facts, False
+            return facts.evolve({"loyalty_tier": p.current}), True
         case MessageSent():
             return facts, True
         case _:
             return facts, True
 
 
+_IDENTITY_TRAITS = (
+    "birthday",
+    "timezone",
+    "locale",
+    "country",
+    "signup_at",
+    "first_name",
+    "last_name",
+    "email",
+    "phone",
+)
+
+
 def _traits_changed(facts: ContactFacts, p: ContactTraitsChanged) -> ContactFacts:
     update: dict[str, Any] = {}
-    for name in ("timezone", "locale", "country"):
+    for name in ("timezone", "locale", "country", "first_name", "last_name", "email", "phone"):
         value = p.changed.get(name)
         if isinstance(value, str):
             update[name] = value
@@ -262,4 +308,4 @@ def _traits_changed(facts: ContactFacts, p: ContactTraitsChanged) -> ContactFact
     if isinstance(birthday, str):
         with contextlib.suppress(ValueError):
             update["birthday"] = date.fromisoformat(birthday)
-    return facts.model_copy(update=update)
+    return facts.evolve(update)

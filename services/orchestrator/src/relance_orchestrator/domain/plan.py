@@ -229,7 +229,9 @@ class Coupon(_Model):
     valid_days: Annotated[int, Field(ge=1, le=366)]
 
 
-Include = Literal["cart", "last_order", "first_order", "order", "coupon", "survey_answer"]
+Include = Literal[
+    "cart", "last_order", "first_order", "order", "coupon", "survey_answer", "recommendations"
+]
 
 
 class Step(_Model):

@@ -9,9 +9,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from relance_orchestrator.domain.errors import IllegalTransition
+from relance_orchestrator.domain.evolve import Frozen
 from relance_orchestrator.domain.facts import ContactFacts
 
 StepStatus = Literal["waiting", "scheduled", "sent", "skipped", "dropped"]
@@ -49,11 +50,7 @@ def instance_transition(status: InstanceStatus, action: InstanceAction) -> Insta
         raise IllegalTransition(f"plan instance cannot {action} when {status}") from None
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class StepRecord(_Frozen):
+class StepRecord(Frozen):
     status: StepStatus = "waiting"
     due_at: datetime | None = None
     first_due_at: datetime | None = None
@@ -62,10 +59,10 @@ class StepRecord(_Frozen):
     variant: str | None = None
 
     def apply(self, action: StepAction, **update: object) -> StepRecord:
-        return self.model_copy(update={"status": step_transition(self.status, action), **update})
+        return self.evolve({"status": step_transition(self.status, action), **update})
 
 
-class Instance(_Frozen):
+class Instance(Frozen):
     plan: str
     key: str
     instance_id: str
@@ -95,25 +92,28 @@ class Instance(_Frozen):
 
     def with_step(self, name: str, record: StepRecord) -> Instance:
         instance_transition(self.status, "advance")
-        return self.model_copy(update={"steps": {**self.steps, name: record}})
+        return self.evolve({"steps": {**self.steps, name: record}})
 
 
-class HistoryEntry(_Frozen):
+class HistoryEntry(Frozen):
     key: str
     started_at: datetime
 
 
-class PlanState(_Frozen):
+class PlanState(Frozen):
     plan: str
     instances: dict[str, Instance] = Field(default_factory=dict)
     history: tuple[HistoryEntry, ...] = ()
 
 
-class ContactState(_Frozen):
+class ContactState(Frozen):
     shop_id: str
     contact_key: str
     facts: ContactFacts
     plans: dict[str, PlanState] = Field(default_factory=dict)
+    merged_into: str | None = Field(
+        default=None, description="set once aliased: this contact's events go to that one"
+    )
 
     @classmethod
     def new(cls, shop_id: str, contact_key: str) -> ContactState:

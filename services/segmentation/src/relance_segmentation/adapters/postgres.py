@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, cast
@@ -45,7 +45,7 @@ from relance_segmentation.domain.aggregates import (
     profile_of,
 )
 from relance_segmentation.domain.lifecycle import Cutoffs, LifecycleConfig
-from relance_segmentation.domain.rfm import RfmBoundaries
+from relance_segmentation.domain.rfm import RfmBoundaries, recency_days
 from relance_segmentation.domain.segments import segment_grid
 
 Connection = asyncpg.Connection | PoolConnectionProxy
@@ -197,71 +197,121 @@ where shop_id = $1 and contact_key = $2
 """
 
 _STAGING = """
+create temp table if not exists seg_recompute_diff (
+    contact_key text, orders_count integer, gross numeric, refunded numeric,
+    last_order_at timestamptz, old_stage text, old_tier text, old_segment text,
+    r smallint, f smallint, m smallint, segment text, stage text, tier text
+) on commit drop;
 create temp table if not exists seg_recompute_changes (
     contact_key text, old_stage text, stage text, old_tier text, tier text,
     old_segment text, segment text, r smallint, f smallint, m smallint
 ) on commit drop;
-truncate seg_recompute_changes
+truncate seg_recompute_diff, seg_recompute_changes
 """
 
-# Set-based: three window sorts over the buyers, then only rows whose profile changed are
-# written. The update re-checks (on the row's latest version) that its aggregates and
-# profile are still those it scored: a contact an event touched meanwhile keeps the
-# event's profile until the next recompute, and no change is ever reported twice.
-_RECOMPUTE = """
-with base as (
-    select contact_key, orders_count, gross, refunded, gross - refunded as net, last_order_at,
-           case when orders_count > 0 and last_order_at is not null then
-               floor((extract(epoch from $2::timestamptz) - extract(epoch from last_order_at))
-                     / 86400)::int
-           end as recency_days,
-           r as old_r, f as old_f, m as old_m, segment as old_segment, stage as old_stage,
-           tier as old_tier
-    from segmentation_contacts where shop_id = $1
-),
-population as (select count(*)::bigint as n from base where recency_days is not null),
-scored as (
-    select b.contact_key,
-           (1 + 5 * (rank() over (order by b.recency_days desc) - 1) / p.n)::smallint as r,
-           (1 + 5 * (rank() over (order by b.orders_count) - 1) / p.n)::smallint as f,
-           (1 + 5 * (rank() over (order by b.net) - 1) / p.n)::smallint as m
-    from base b cross join population p
-    where b.recency_days is not null
-),
-fresh as materialized (
-    select b.*, s.r, s.f, s.m,
-           case when s.r is not null then ($5::text[])[(s.r - 1) * 5 + (s.f + s.m) / 2] end
+_BUYER = "orders_count > 0 and last_order_at is not null"
+
+_COUNTS = f"""
+select count(*) as contacts, count(*) filter (where {_BUYER}) as buyers
+from segmentation_contacts where shop_id = $1
+"""
+
+# The values at given 0-based positions of each dimension sorted worst first: one sort of
+# bare values per dimension. `(k + 0.5) / n` picks position k. Recency is sorted as the
+# last order time (oldest first), which orders recency in days the same way.
+_AT_POSITIONS = f"""
+select percentile_disc($2::float8[]) within group (order by last_order_at) as r_at,
+       percentile_disc($2::float8[]) within group (order by orders_count) as f_at,
+       percentile_disc($2::float8[]) within group (order by gross - refunded) as m_at
+from segmentation_contacts where shop_id = $1 and {_BUYER}
+"""
+
+# Where the value at a quintile position ties with the one before it, the boundary is the
+# next strictly better value: for recency, the oldest last order after `now - x days`.
+_NEXT_BETTER = f"""
+select array[min(last_order_at) filter (where last_order_at > $2),
+             min(last_order_at) filter (where last_order_at > $3),
+             min(last_order_at) filter (where last_order_at > $4),
+             min(last_order_at) filter (where last_order_at > $5)] as r,
+       array[min(orders_count) filter (where orders_count > $6),
+             min(orders_count) filter (where orders_count > $7),
+             min(orders_count) filter (where orders_count > $8),
+             min(orders_count) filter (where orders_count > $9)] as f,
+       array[min(gross - refunded) filter (where gross - refunded > $10),
+             min(gross - refunded) filter (where gross - refunded > $11),
+             min(gross - refunded) filter (where gross - refunded > $12),
+             min(gross - refunded) filter (where gross - refunded > $13)] as m
+from segmentation_contacts where shop_id = $1 and {_BUYER}
+"""
+
+# Scores against the boundaries (what `domain.rfm.score_values` does), stage and tier, in
+# one scan with no sort; only rows whose profile changed are staged. `recency <= t days`
+# is `last_order_at > now - (t + 1) days`: $11 holds those instants.
+_DIFF = f"""
+insert into seg_recompute_diff
+select contact_key, orders_count, gross, refunded, last_order_at, old_stage, old_tier,
+       old_segment, r, f, m, segment, stage, tier
+from (
+    select s.*,
+           case when s.r is not null then ($4::text[])[(s.r - 1) * 5 + (s.f + s.m) / 2] end
                as segment,
            case
-               when b.recency_days is null then 'prospect'
-               when b.last_order_at <= $4 then 'ex_customer'
-               when b.last_order_at <= $3 then 'lapsing'
-               when b.orders_count >= $6 or s.m >= $7 then 'ambassador'
-               when b.orders_count >= 2 then 'loyal'
+               when not s.buyer then 'prospect'
+               when s.last_order_at <= $3 then 'ex_customer'
+               when s.last_order_at <= $2 then 'lapsing'
+               when s.orders_count >= $5 or s.m >= $6 then 'ambassador'
+               when s.orders_count >= 2 then 'loyal'
                else 'new_customer'
            end as stage,
            case
-               when b.recency_days is null then null
-               when b.last_order_at > $3 and b.orders_count >= $10 and b.net >= $11
+               when not s.buyer then null
+               when s.last_order_at > $2 and s.orders_count >= $9 and s.net >= $10
                    then 'ambassador'
-               when b.orders_count >= $8 or b.net >= $9 then 'premium'
-               when b.orders_count >= 2 then 'recurrence'
+               when s.orders_count >= $7 or s.net >= $8 then 'premium'
+               when s.orders_count >= 2 then 'recurrence'
                else 'discovery'
            end as tier
-    from base b left join scored s using (contact_key)
-),
-diff as (
-    select * from fresh
-    where old_stage is null
-       or old_r is distinct from r or old_f is distinct from f or old_m is distinct from m
-       or old_segment is distinct from segment or old_stage is distinct from stage
-       or old_tier is distinct from tier
-),
-written as (
+    from (
+        select c.contact_key, c.orders_count, c.gross, c.refunded, c.last_order_at,
+               c.gross - c.refunded as net, {_BUYER} as buyer,
+               c.r as old_r, c.f as old_f, c.m as old_m, c.segment as old_segment,
+               c.stage as old_stage, c.tier as old_tier,
+               case when {_BUYER} then (1
+                   + coalesce((c.last_order_at > ($11::timestamptz[])[1])::int, 0)
+                   + coalesce((c.last_order_at > ($11::timestamptz[])[2])::int, 0)
+                   + coalesce((c.last_order_at > ($11::timestamptz[])[3])::int, 0)
+                   + coalesce((c.last_order_at > ($11::timestamptz[])[4])::int, 0))::smallint
+               end as r,
+               case when {_BUYER} then (1
+                   + coalesce((c.orders_count >= ($12::int[])[1])::int, 0)
+                   + coalesce((c.orders_count >= ($12::int[])[2])::int, 0)
+                   + coalesce((c.orders_count >= ($12::int[])[3])::int, 0)
+                   + coalesce((c.orders_count >= ($12::int[])[4])::int, 0))::smallint
+               end as f,
+               case when {_BUYER} then (1
+                   + coalesce((c.gross - c.refunded >= ($13::numeric[])[1])::int, 0)
+                   + coalesce((c.gross - c.refunded >= ($13::numeric[])[2])::int, 0)
+                   + coalesce((c.gross - c.refunded >= ($13::numeric[])[3])::int, 0)
+                   + coalesce((c.gross - c.refunded >= ($13::numeric[])[4])::int, 0))::smallint
+               end as m
+        from segmentation_contacts c where c.shop_id = $1 offset 0
+    ) as s
+) as fresh
+where old_stage is null
+   or old_r is distinct from r or old_f is distinct from f or old_m is distinct from m
+   or old_segment is distinct from segment or old_stage is distinct from stage
+   or old_tier is distinct from tier
+"""
+
+# The update re-checks, on the row's latest version, that its aggregates and profile are
+# still those it scored: a contact an event touched meanwhile keeps the event's profile
+# until the next recompute, and no change is ever reported twice.
+_WRITE_DIFF = """
+with written as (
     update segmentation_contacts c set
         r = d.r, f = d.f, m = d.m, segment = d.segment, stage = d.stage, tier = d.tier,
         profiled_at = $2
-    from diff d
+    from seg_recompute_diff d
     where c.shop_id = $1 and c.contact_key = d.contact_key
       and c.orders_count = d.orders_count and c.gross = d.gross and c.refunded = d.refunded
       and c.last_order_at is not distinct from d.last_order_at
@@ -279,35 +329,25 @@ staged as (
     returning (old_stage is distinct from stage)::int
               + (tier is not null and old_tier is distinct from tier)::int
               + (segment is not null and old_segment is distinct from segment)::int as n
-),
-stats as (
-    insert into segmentation_shop_stats as s
-        (shop_id, as_of, customers, contacts, average_basket, basket_window_days,
-         r_bounds, f_bounds, m_bounds)
-    select $1, $2,
-           count(*) filter (where r is not null), count(*),
-           (select round(avg(total), 4) from segmentation_orders
-             where shop_id = $1 and ordered_at > $2::timestamptz - make_interval(days => $12)
-               and ordered_at <= $2::timestamptz),
-           $12,
-           array[max(recency_days) filter (where r >= 2), max(recency_days) filter (where r >= 3),
-                 max(recency_days) filter (where r >= 4), max(recency_days) filter (where r >= 5)],
-           array[min(orders_count) filter (where f >= 2), min(orders_count) filter (where f >= 3),
-                 min(orders_count) filter (where f >= 4), min(orders_count) filter (where f >= 5)],
-           array[min(net) filter (where m >= 2), min(net) filter (where m >= 3),
-                 min(net) filter (where m >= 4), min(net) filter (where m >= 5)]
-    from fresh
-    on conflict (shop_id) do update set
-        as_of = excluded.as_of, customers = excluded.customers, contacts = excluded.contacts,
-        average_basket = excluded.average_basket,
-        basket_window_days = excluded.basket_window_days,
-        r_bounds = excluded.r_bounds, f_bounds = excluded.f_bounds, m_bounds = excluded.m_bounds
-    returning customers, contacts, average_basket
 )
-select (select contacts from stats) as contacts, (select customers from stats) as customers,
-       (select average_basket from stats) as average_basket,
-       (select count(*) from written) as written,
+select (select count(*) from written) as written,
        (select coalesce(sum(n), 0) from staged) as recorded
+"""
+
+_STATS = """
+insert into segmentation_shop_stats as s
+    (shop_id, as_of, customers, contacts, average_basket, basket_window_days,
+     r_bounds, f_bounds, m_bounds)
+values ($1, $2, $3, $4,
+        (select round(avg(total), 4) from segmentation_orders
+          where shop_id = $1 and ordered_at > $2::timestamptz - make_interval(days => $5)
+            and ordered_at <= $2::timestamptz),
+        $5, $6, $7, $8)
+on conflict (shop_id) do update set
+    as_of = excluded.as_of, customers = excluded.customers, contacts = excluded.contacts,
+    average_basket = excluded.average_basket, basket_window_days = excluded.basket_window_days,
+    r_bounds = excluded.r_bounds, f_bounds = excluded.f_bounds, m_bounds = excluded.m_bounds
+returning average_basket
 """
 
 _REBUILD_FROM_LEDGER = """
@@ -637,18 +677,82 @@ class SegmentationRepository:
             await conn.execute(_REBUILD_FROM_LEDGER, shop_id, now, affected)
         return ImportResult(len(new_orders), len(new_refunds), len(affected))
 
+    async def boundaries(
+        self, conn: Connection, shop_id: str, now: datetime
+    ) -> RfmBoundaries | None:
+        """Quintile boundaries over the shop's buyers as of `now` (None without buyers)."""
+        counts = await conn.fetchrow(_COUNTS, shop_id)
+        assert counts is not None
+        return await self._boundaries(conn, shop_id, now, counts["buyers"])
+
+    async def _boundaries(
+        self, conn: Connection, shop_id: str, now: datetime, n: int
+    ) -> RfmBoundaries | None:
+        """Per score 2..5 the worst value whose count of strictly worse values reaches
+        `ceil((score - 1) * n / 5)`, which is where `domain.rfm` scores it that high."""
+        if n == 0:
+            return None
+        # ceil: 1..n; k == n means no value reaches that score
+        needed = [-(-(s - 1) * n // 5) for s in (2, 3, 4, 5)]
+        positions = sorted({p for k in needed if k < n for p in (k - 1, k)})
+        row = await conn.fetchrow(_AT_POSITIONS, shop_id, [(p + 0.5) / n for p in positions])
+        assert row is not None
+        at: dict[str, dict[int, Any]] = {
+            d: dict(zip(positions, row[f"{d}_at"], strict=True)) for d in "rfm"
+        }
+        at["r"] = {p: recency_days(v, now) for p, v in at["r"].items()}
+        bounds: dict[str, list[Any]] = {d: [] for d in "rfm"}
+        ties: dict[str, list[bool]] = {d: [] for d in "rfm"}
+        for d in "rfm":
+            for k in needed:
+                bounds[d].append(at[d][k] if k < n else None)
+                # the value at position k ties with the one before: not enough worse values
+                ties[d].append(k < n and at[d][k - 1] == at[d][k])
+        if any(any(t) for t in ties.values()):
+            better = await conn.fetchrow(
+                _NEXT_BETTER,
+                shop_id,
+                *(None if x is None else now - timedelta(days=x) for x in bounds["r"]),
+                *bounds["f"],
+                *bounds["m"],
+            )
+            assert better is not None
+            found = {
+                "r": [None if t is None else recency_days(t, now) for t in better["r"]],
+                "f": list(better["f"]),
+                "m": list(better["m"]),
+            }
+            for d in "rfm":
+                bounds[d] = [
+                    found[d][i] if tie else v
+                    for i, (v, tie) in enumerate(zip(bounds[d], ties[d], strict=True))
+                ]
+        r, f, m = bounds["r"], bounds["f"], bounds["m"]
+        return RfmBoundaries(
+            recency_days=(r[0], r[1], r[2], r[3]),
+            frequency=(f[0], f[1], f[2], f[3]),
+            monetary=(m[0], m[1], m[2], m[3]),
+            population=n,
+        )
+
     async def recompute(self, conn: Connection, shop_id: str, now: datetime) -> RecomputeResult:
         """Re-score every contact of the shop as of `now` (set-based), write back what
         changed, stage its changes for `recompute_changes`, refresh shop figures."""
-        # three window sorts over every buyer: keep them in memory (this transaction only)
+        # the quintile sorts stay in memory (this transaction only)
         await conn.execute("set local work_mem = '256MB'")
         await conn.execute(_STAGING)
+        counts = await conn.fetchrow(_COUNTS, shop_id)
+        assert counts is not None
+        bounds = await self._boundaries(conn, shop_id, now, counts["buyers"])
+        empty: list[Any] = [None] * 4
+        r_bounds = empty if bounds is None else list(bounds.recency_days)
+        f_bounds = empty if bounds is None else list(bounds.frequency)
+        m_bounds = empty if bounds is None else list(bounds.monetary)
         c = self._config
         cut = Cutoffs.at(now, c)
-        row = await conn.fetchrow(
-            _RECOMPUTE,
+        await conn.execute(
+            _DIFF,
             shop_id,
-            now,
             cut.lapsing,
             cut.ex_customer,
             segment_grid(),
@@ -658,15 +762,29 @@ class SegmentationRepository:
             c.premium_min_net,
             c.ambassador_tier_min_orders,
             c.ambassador_tier_min_net,
-            self._basket_window_days,
+            [None if t is None else now - timedelta(days=t + 1) for t in r_bounds],
+            f_bounds,
+            m_bounds,
         )
-        assert row is not None
+        written = await conn.fetchrow(_WRITE_DIFF, shop_id, now)
+        assert written is not None
+        basket = await conn.fetchval(
+            _STATS,
+            shop_id,
+            now,
+            counts["buyers"],
+            counts["contacts"],
+            self._basket_window_days,
+            r_bounds,
+            f_bounds,
+            m_bounds,
+        )
         return RecomputeResult(
-            contacts=row["contacts"] or 0,
-            customers=row["customers"] or 0,
-            profiles_written=row["written"],
-            changes_recorded=int(row["recorded"]),
-            average_basket=row["average_basket"],
+            contacts=counts["contacts"],
+            customers=counts["buyers"],
+            profiles_written=written["written"],
+            changes_recorded=int(written["recorded"]),
+            average_basket=basket,
         )
 
     async def recompute_changes(

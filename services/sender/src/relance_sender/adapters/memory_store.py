@@ -1,7 +1,7 @@
 """An in-memory SenderStore for unit tests and the benchmark; same contract as PostgreSQL.
 
-A transaction works on copies and publishes them on success, so a failed use case leaves
-nothing behind, like a rolled-back transaction.
+A transaction writes in place and keeps an undo log, replayed if it fails, so a failed use
+case leaves nothing behind, like a rolled-back transaction (transactions run one at a time).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from relance_sender.domain.ledger import Channel, LedgerRow, Purpose
 from relance_sender.domain.policy import ConsentRecord, Suppression, newer_consent
@@ -23,18 +24,30 @@ class _Tables:
     soft_bounces: dict[tuple[str, str, str], int] = field(default_factory=dict)
     consents: dict[tuple[str, str, str, str], ConsentRecord] = field(default_factory=dict)
 
-    def copy(self) -> _Tables:
-        return _Tables(
-            dict(self.ledger),
-            dict(self.suppressions),
-            dict(self.soft_bounces),
-            dict(self.consents),
-        )
+
+_MISSING: Any = object()
 
 
 class MemoryTx:
     def __init__(self, tables: _Tables) -> None:
         self.t = tables
+        self._undo: list[tuple[dict[Any, Any], Any, Any]] = []
+
+    def _set(self, table: dict[Any, Any], key: Any, value: Any) -> None:
+        self._undo.append((table, key, table.get(key, _MISSING)))
+        table[key] = value
+
+    def _pop(self, table: dict[Any, Any], key: Any) -> None:
+        if key in table:
+            self._undo.append((table, key, table.pop(key)))
+
+    def rollback(self) -> None:
+        for table, key, old in reversed(self._undo):
+            if old is _MISSING:
+                table.pop(key, None)
+            else:
+                table[key] = old
+        self._undo.clear()
 
     async def lock(self, message_id: str) -> LedgerRow | None:
         return self.t.ledger.get(message_id)
@@ -42,11 +55,11 @@ class MemoryTx:
     async def insert(self, row: LedgerRow) -> bool:
         if row.message_id in self.t.ledger:
             return False
-        self.t.ledger[row.message_id] = row
+        self._set(self.t.ledger, row.message_id, row)
         return True
 
     async def save(self, row: LedgerRow) -> None:
-        self.t.ledger[row.message_id] = row
+        self._set(self.t.ledger, row.message_id, row)
 
     async def claim_due(self, now: datetime, limit: int) -> Sequence[LedgerRow]:
         due = [
@@ -58,7 +71,7 @@ class MemoryTx:
         return due[:limit]
 
     async def interrupted(
-        self, *, owner: str, lease_expired_before: datetime, limit: int
+        self, *, owner: str | None, lease_expired_before: datetime, limit: int
     ) -> Sequence[LedgerRow]:
         rows = [
             r
@@ -80,17 +93,19 @@ class MemoryTx:
         return self.t.suppressions.get((shop_id, channel, address))
 
     async def suppress(self, entry: Suppression) -> None:
-        self.t.suppressions.setdefault((entry.shop_id, entry.channel, entry.address), entry)
+        key = (entry.shop_id, entry.channel, entry.address)
+        if key not in self.t.suppressions:
+            self._set(self.t.suppressions, key, entry)
 
     async def unsuppress(self, shop_id: str, channel: Channel, address: str) -> None:
-        self.t.suppressions.pop((shop_id, channel, address), None)
-        self.t.soft_bounces.pop((shop_id, channel, address), None)
+        self._pop(self.t.suppressions, (shop_id, channel, address))
+        self._pop(self.t.soft_bounces, (shop_id, channel, address))
 
     async def count_soft_bounce(
         self, shop_id: str, channel: Channel, address: str, now: datetime
     ) -> int:
         key = (shop_id, channel, address)
-        self.t.soft_bounces[key] = self.t.soft_bounces.get(key, 0) + 1
+        self._set(self.t.soft_bounces, key, self.t.soft_bounces.get(key, 0) + 1)
         return self.t.soft_bounces[key]
 
     async def consent(
@@ -102,7 +117,7 @@ class MemoryTx:
         key = (record.shop_id, record.contact_key, record.channel, record.purpose)
         if not newer_consent(self.t.consents.get(key), record):
             return False
-        self.t.consents[key] = record
+        self._set(self.t.consents, key, record)
         return True
 
 
@@ -114,9 +129,12 @@ class MemorySenderStore:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[MemoryTx]:
         async with self._lock:
-            work = self.tables.copy()
-            yield MemoryTx(work)
-            self.tables = work
+            tx = MemoryTx(self.tables)
+            try:
+                yield tx
+            except BaseException:
+                tx.rollback()
+                raise
 
     def row(self, message_id: str) -> LedgerRow | None:
         return self.tables.ledger.get(message_id)

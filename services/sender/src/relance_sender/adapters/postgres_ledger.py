@@ -119,7 +119,7 @@ class PostgresSenderTx:
         return [_row(r) for r in records]
 
     async def interrupted(
-        self, *, owner: str, lease_expired_before: datetime, limit: int
+        self, *, owner: str | None, lease_expired_before: datetime, limit: int
     ) -> Sequence[LedgerRow]:
         records = await self._conn.fetch(
             f"SELECT {_COLUMNS} FROM sender_ledger WHERE state = 'sending'"

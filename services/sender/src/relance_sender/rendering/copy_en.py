@@ -29,6 +29,8 @@ LABELS: Final[dict[str, str]] = {
     "reassurance_delivery": "Tracked delivery, shipped within 48 hours",
     "loyalty": "Your loyalty programme",
     "loyalty_tier": "Your current tier: {tier}",
+    "loyalty_intro": "Every order takes you further: Discovery, Regular, Premium, then Ambassador,"
+    " each with its own advantages.",
     "tier_discovery": "Discovery",
     "tier_recurrence": "Regular",
     "tier_premium": "Premium",

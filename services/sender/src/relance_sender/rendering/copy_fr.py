@@ -29,6 +29,8 @@ LABELS: Final[dict[str, str]] = {
     "reassurance_delivery": "Livraison suivie, expédiée sous 48 h",
     "loyalty": "Votre programme de fidélité",
     "loyalty_tier": "Votre statut actuel : {tier}",
+    "loyalty_intro": "Chaque commande vous fait progresser : Découverte, Récurrence, Premium puis"
+    " Ambassadeur, chacun avec ses avantages.",
     "tier_discovery": "Découverte",
     "tier_recurrence": "Récurrence",
     "tier_premium": "Premium",

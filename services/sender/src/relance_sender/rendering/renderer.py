@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from jinja2 import StrictUndefined, Template, TemplateError
@@ -49,6 +50,21 @@ class ShopProfile:
     review_url: str
     postal_address: str | None = None
     social: tuple[SocialProfile, ...] = field(default_factory=tuple)
+    cart_url: str | None = None
+    cart_retention_days: int = 7
+
+    def cart_context(self, cart: Mapping[str, Any]) -> dict[str, Any]:
+        """The plan's cart plus what only the shop knows: where the cart is, when it clears
+        (`cart_retention_days` after its last change)."""
+        data = dict(cart)
+        data.setdefault("url", self.cart_url or f"{self.url.rstrip('/')}/cart")
+        data.setdefault("currency", "EUR")
+        changed = data.get("changed_at")
+        if "clear_at" not in data and isinstance(changed, str):
+            data["clear_at"] = datetime.fromisoformat(changed) + timedelta(
+                days=self.cart_retention_days
+            )
+        return data
 
     def as_context(self, overrides: Mapping[str, Any]) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -91,7 +107,7 @@ def _run(template: Template, variables: dict[str, Any]) -> str:
     """`template.render` without copying the variables and the globals on every call
     (templates here use no globals; they get filters and the variables only)."""
     context = template.new_context(variables, shared=True)
-    return template.environment.concat(template.root_render_func(context))  # type: ignore[attr-defined,no-any-return]
+    return template.environment.concat(template.root_render_func(context))
 
 
 class Renderer:
@@ -170,8 +186,11 @@ class Renderer:
             step=request.step,
             variant=request.variant,
         )
-        if "loyalty_tier" in contact and "loyalty_tier" not in variables:
+        if contact.get("loyalty_tier") and "loyalty_tier" not in variables:
             variables["loyalty_tier"] = contact["loyalty_tier"]
+        cart = variables.get("cart")
+        if isinstance(cart, Mapping):
+            variables["cart"] = self._shop.cart_context(cart)
         return variables
 
     def _guard(self, request: SendRequest, locale: str, render: Callable[[], str]) -> str:

@@ -1,0 +1,277 @@
+"""End-to-end load: the services as OS processes on Kafka + PostgreSQL.
+
+1. Throughput: N Segment messages (custom tracks of many contacts) posted to ingest's
+   `/v1/batch` (100 per call, several calls in flight); sustained events/s until both
+   segmentation and orchestrator recorded every event id in `runtime_inbox`.
+2. Latency at a fixed rate (default 500 events/s): each 100 ms a batch with new contacts'
+   identify + first `Order Completed` (the immediate `welcome_pack/welcome` step) and
+   product views; latency = from the start of the ingest request to the SMTP server's 250
+   for that contact's welcome email (p50/p99). If no email arrives (e.g. a render error),
+   the latency to the sender's ledger settling the message is reported instead.
+3. CPU per service process (utime + stime from /proc/<pid>/stat) during each phase.
+
+Needs the broker of `make infra-up` (127.0.0.1:9092) and starts an embedded PostgreSQL
+(pgserver) of its own. Writes bench/results/e2e.json.
+
+    uv run --frozen python bench/e2e.py [--events 30000] [--rate 500] [--seconds 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "e2e" / "system"))
+
+from harness import (  # noqa: E402
+    Proc,
+    System,
+    event_ids,
+    identify,
+    order,
+    post_batch,
+    track,
+)
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
+
+
+def cpu_snapshot(procs: Sequence[Proc]) -> dict[str, float]:
+    return {p.name: cpu_seconds(p.popen.pid) for p in procs if p.alive}
+
+
+def cpu_report(
+    before: dict[str, float], after: dict[str, float], procs: Sequence[Proc], wall: float
+) -> dict[str, Any]:
+    per_instance = {n: round((after[n] - before.get(n, 0.0)) / wall, 3) for n in after}
+    per_service: dict[str, float] = {}
+    for proc in procs:
+        if proc.name in per_instance:
+            per_service[proc.service] = round(
+                per_service.get(proc.service, 0.0) + per_instance[proc.name], 3
+            )
+    return {"cores_per_instance": per_instance, "cores_per_service": per_service}
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def throughput(system: System, total: int) -> dict[str, Any]:
+    now = system.now()
+    messages = [
+        track(f"b-{i % 5000}", "Product Viewed", {"product_id": f"p-{i}"}, now)
+        for i in range(total)
+    ]
+    ids = [i for v in event_ids(messages).values() for i in v]
+    limits = asyncio.Semaphore(8)
+
+    async def one(client: httpx.AsyncClient, chunk: Sequence[dict[str, Any]]) -> None:
+        async with limits:
+            while True:
+                response = await post_batch(client, system.ingest_url, chunk)
+                if response.status_code == 200:
+                    return
+                await asyncio.sleep(0.2)
+
+    procs = [p for p in system.procs if p.alive]
+    cpu0 = cpu_snapshot(procs)
+    start = time.monotonic()
+    async with httpx.AsyncClient(timeout=60) as client:
+        await asyncio.gather(*(one(client, messages[i : i + 100]) for i in range(0, total, 100)))
+    ingested = time.monotonic() - start
+    conn = await asyncpg.connect(system.database_url)
+    done: dict[str, float] = {}
+    try:
+        while len(done) < 2:
+            for consumer in ("segmentation", "orchestrator"):
+                if consumer in done:
+                    continue
+                count = await conn.fetchval(
+                    "SELECT count(*) FROM runtime_inbox WHERE consumer = $1"
+                    " AND event_id = ANY($2::uuid[])",
+                    consumer,
+                    ids,
+                )
+                if count >= len(ids):
+                    done[consumer] = time.monotonic() - start
+            if time.monotonic() - start > 600:
+                raise SystemExit(f"not processed after 600 s: {done}")
+            await asyncio.sleep(0.2)
+    finally:
+        await conn.close()
+    wall = max(done.values())
+    cpu1 = cpu_snapshot(procs)
+    return {
+        "events": len(ids),
+        "ingest_s": round(ingested, 2),
+        "ingest_events_per_s": round(len(ids) / ingested),
+        "segmentation_done_s": round(done["segmentation"], 2),
+        "orchestrator_done_s": round(done["orchestrator"], 2),
+        "sustained_events_per_s": round(len(ids) / wall),
+        "cpu": cpu_report(cpu0, cpu1, procs, wall),
+    }
+
+
+async def latency(system: System, rate: int, seconds: float) -> dict[str, Any]:
+    per_tick = max(10, rate // 10)
+    orders_per_tick = max(1, per_tick // 10)
+    sent_at: dict[str, float] = {}
+    procs = [p for p in system.procs if p.alive]
+    cpu0 = cpu_snapshot(procs)
+    start = time.monotonic()
+    ticks = int(seconds * 10)
+    posted = 0
+    async with httpx.AsyncClient(timeout=30) as client:
+        pending: list[asyncio.Task[httpx.Response]] = []
+        for tick in range(ticks):
+            now = system.now()
+            batch: list[dict[str, Any]] = []
+            for k in range(orders_per_tick):
+                user = f"l-{tick}-{k}-{uuid.uuid4().hex[:6]}"
+                batch.append(identify(user, {"email": f"{user}@example.com", "locale": "en"}, now))
+                batch.append(order(user, f"o-{user}", 50.0, now))
+            while len(batch) < per_tick:
+                batch.append(track(f"v-{len(batch)}", "Product Viewed", {"product_id": "p"}, now))
+            wall = time.time()
+            for m in batch:
+                if m.get("event") == "Order Completed":
+                    sent_at[f"{m['userId']}@example.com"] = wall
+            pending.append(asyncio.create_task(post_batch(client, system.ingest_url, batch)))
+            posted += len(batch)
+            next_tick = start + (tick + 1) * 0.1
+            await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
+        responses = await asyncio.gather(*pending)
+    offered = time.monotonic() - start
+    refused = sum(1 for r in responses if r.status_code != 200)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        got = {r for m in system.mailbox.all() for r in m.rcpt_tos if r in sent_at}
+        if len(got) >= len(sent_at):
+            break
+        await asyncio.sleep(0.5)
+    cpu1 = cpu_snapshot(procs)
+    smtp = [
+        (m.received_at - sent_at[r]) * 1000
+        for m in system.mailbox.all()
+        for r in m.rcpt_tos
+        if r in sent_at
+    ]
+    result: dict[str, Any] = {
+        "offered_events_per_s": round(posted / offered),
+        "orders": len(sent_at),
+        "refused_batches": refused,
+        "welcome_emails": len(smtp),
+        "cpu": cpu_report(cpu0, cpu1, procs, time.monotonic() - start),
+    }
+    if smtp:
+        result["ingest_to_smtp_250_ms"] = {
+            "p50": round(statistics.median(smtp), 1),
+            "p99": round(percentile(smtp, 0.99), 1),
+            "max": round(max(smtp), 1),
+        }
+    conn = await asyncpg.connect(system.database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT address, extract(epoch FROM updated_at) AS at, state FROM sender_ledger"
+            " WHERE address = ANY($1::text[])",
+            list(sent_at),
+        )
+    finally:
+        await conn.close()
+    settled = [(float(r["at"]) - sent_at[r["address"]]) * 1000 for r in rows]
+    result["ledger_states"] = sorted({str(r["state"]) for r in rows})
+    if settled:
+        result["ingest_to_ledger_settled_ms"] = {
+            "count": len(settled),
+            "p50": round(statistics.median(settled), 1),
+            "p99": round(percentile(settled, 0.99), 1),
+        }
+    return result
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=30_000)
+    parser.add_argument("--rate", type=int, default=500)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument(
+        "--kafka", default=os.environ.get("RELANCE_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+    )
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "e2e.json")
+    args = parser.parse_args()
+
+    import pgserver
+
+    tmp = Path(tempfile.mkdtemp(prefix="relance-e2e-bench-"))
+    server = pgserver.get_server(str(tmp / "pg"), cleanup_mode="stop")
+    root = str(server.get_uri())
+    name = f"bench_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(root)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    dsn = urlunsplit(urlsplit(root)._replace(path=f"/{name}"))
+    system = System(
+        tmp,
+        dsn,
+        args.kafka,
+        f"bench{uuid.uuid4().hex[:8]}.",
+        extra_env={
+            "RELANCE_OTEL_EXPORTER": "none",
+            "RELANCE_LOG_LEVEL": "WARNING",
+            "RELANCE_DB_POOL_MAX": "20",
+        },
+    )
+    load_before = os.getloadavg()
+    try:
+        started = time.monotonic()
+        await asyncio.to_thread(system.start)
+        startup = time.monotonic() - started
+        print(f"system ready in {startup:.1f} s", flush=True)
+        tput = await throughput(system, args.events)
+        print(json.dumps({"throughput": tput}, indent=2), flush=True)
+        lat = await latency(system, args.rate, args.seconds)
+        print(json.dumps({"latency": lat}, indent=2), flush=True)
+    finally:
+        await asyncio.to_thread(system.stop)
+        server.cleanup()
+    results = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "loadavg_before": load_before,
+            "loadavg_after": os.getloadavg(),
+        },
+        "layout": dict(system.layout),
+        "startup_s": round(startup, 1),
+        "throughput": tput,
+        "latency": lat,
+        "goals": {"sustained_events_per_s": 15000, "p50_ms": 30, "p99_ms": 200},
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

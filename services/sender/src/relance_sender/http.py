@@ -1,0 +1,70 @@
+"""HTTP endpoints of the sender: the inbound SMS webhook of the SMS provider."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from relance_sender.adapters.sms_http import parse_twilio_inbound
+from relance_sender.errors import InvalidRecipient, InvalidWebhook
+from relance_sender.services import HandleInboundSms
+
+log = logging.getLogger("relance_sender")
+
+EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
+
+
+@dataclass(frozen=True, slots=True)
+class SenderHttpDeps:
+    inbound_sms: HandleInboundSms
+    public_url: str
+    # Twilio signs webhooks with the account's auth token; None: the endpoint is off.
+    twilio_auth_token: str | None
+
+
+def _error(status: int, field: str, reason: str) -> JSONResponse:
+    return JSONResponse({"errors": [{"field": field, "reason": reason}]}, status_code=status)
+
+
+def build_router(deps: SenderHttpDeps) -> APIRouter:
+    router = APIRouter(tags=["sender"])
+
+    @router.post(
+        "/v1/sms/inbound/twilio/{shop_id}",
+        summary="Twilio inbound SMS webhook: STOP / ARRET / UNSUBSCRIBE and START",
+        response_model=None,
+    )
+    async def twilio_inbound(shop_id: str, request: Request) -> Response:
+        if deps.twilio_auth_token is None:
+            return _error(404, "provider", "no Twilio account is configured")
+        form = await request.form()
+        params = {key: value for key, value in form.items() if isinstance(value, str)}
+        # Twilio signs the URL it called: our public base plus this path and query.
+        url = deps.public_url.rstrip("/") + request.url.path
+        if request.url.query:
+            url += "?" + request.url.query
+        try:
+            inbound = parse_twilio_inbound(
+                auth_token=deps.twilio_auth_token,
+                url=url,
+                params=params,
+                signature=request.headers.get("x-twilio-signature"),
+            )
+        except InvalidWebhook as exc:
+            return _error(403, "X-Twilio-Signature", str(exc))
+        try:
+            action = await deps.inbound_sms.handle(
+                shop_id=shop_id,
+                from_number=inbound.from_number,
+                body=inbound.body,
+                provider_message_id=inbound.provider_message_id,
+            )
+        except InvalidRecipient as exc:
+            return _error(400, "From", str(exc))
+        log.info("inbound sms", extra={"shop_id": shop_id, "action": action})
+        return Response(EMPTY_TWIML, media_type="text/xml")
+
+    return router

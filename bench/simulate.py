@@ -35,7 +35,15 @@ import orjson
 from relance_orchestrator.cli import simulate
 
 ROOT = Path(__file__).resolve().parent
-DATA = Path("/work/shared/data/online_retail/online_retail.csv.gz")
+# The shared datasets sit beside the repository (`../shared/data`), or under /work/shared.
+DATA = next(
+    (
+        root / "online_retail/online_retail.csv.gz"
+        for root in (Path(__file__).resolve().parents[2] / "shared/data", Path("/work/shared/data"))
+        if (root / "online_retail/online_retail.csv.gz").exists()
+    ),
+    Path("/work/shared/data/online_retail/online_retail.csv.gz"),
+)
 UNTIL = datetime(2012, 1, 1, tzinfo=UTC)
 MAX_PRODUCTS = 500
 

@@ -210,3 +210,24 @@ async def kafka_platform(
     yield started
     await started.stop()
     await delete_topics(kafka_bootstrap, topic_names)
+
+
+def shared_data(relative: str) -> Path:
+    """A file of the shared datasets: `RELANCE_SHARED_DATA`, else `shared/data` beside the
+    repository (where CI puts it), else the workplace's `/work/shared/data`."""
+    candidates = [
+        Path(os.environ["RELANCE_SHARED_DATA"]) if os.environ.get("RELANCE_SHARED_DATA") else None,
+        REPO.parent / "shared" / "data",
+        Path("/work/shared/data"),
+    ]
+    for root in candidates:
+        if root is not None and (root / relative).exists():
+            return root / relative
+    searched = ", ".join(str(c) for c in candidates if c is not None)
+    raise FileNotFoundError(f"{relative} not found under any of: {searched}")
+
+
+@pytest.fixture(scope="session")
+def online_retail_file() -> Path:
+    """The UCI Online Retail file (complete, 541,909 lines)."""
+    return shared_data("online_retail/online_retail.csv.gz")

@@ -84,12 +84,13 @@ def test_config_lists_every_variable_and_help_explains(tmp_path: Path) -> None:
         assert command in help_text
 
 
-def test_import_orders_loads_a_real_slice_once(tmp_path: Path, database_url: str) -> None:
+def test_import_orders_loads_a_real_slice_once(
+    tmp_path: Path, database_url: str, online_retail_file: Path
+) -> None:
     import gzip
     import os
 
-    source = Path(__file__).resolve().parents[3] / "shared/data/online_retail/online_retail.csv.gz"
-    with gzip.open(source, "rt", encoding="utf-8", newline="") as full:
+    with gzip.open(online_retail_file, "rt", encoding="utf-8", newline="") as full:
         head = [next(full) for _ in range(3000)]
     sample = tmp_path / "slice.csv"
     sample.write_text("".join(head))

@@ -14,15 +14,14 @@ import pytest
 from relance_events import decode
 from relance_segmentation.cli import import_orders
 
-DATA = Path("/work/shared/data/online_retail/online_retail.csv.gz")
 LINES = 20_000
 
 
 @pytest.fixture(scope="module")
-def sliced(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def sliced(tmp_path_factory: pytest.TempPathFactory, online_retail_file: Path) -> Path:
     out = tmp_path_factory.mktemp("slice") / "slice.csv"
     with (
-        gzip.open(DATA, "rt", encoding="utf-8", newline="") as src,
+        gzip.open(online_retail_file, "rt", encoding="utf-8", newline="") as src,
         out.open("w", encoding="utf-8", newline="") as dst,
     ):
         for n, line in enumerate(src):

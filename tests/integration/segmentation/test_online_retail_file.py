@@ -14,21 +14,24 @@ from relance_segmentation.adapters.online_retail import LoadReport, read_invoice
 from relance_segmentation.cli import rfm
 from relance_segmentation.domain.segments import segment_of
 
-DATA = Path("/work/shared/data/online_retail/online_retail.csv.gz")
 AS_OF = datetime(2011, 12, 10, 12, 50, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
-def rfm_csv(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, str]]:
+def rfm_csv(
+    tmp_path_factory: pytest.TempPathFactory, online_retail_file: Path
+) -> list[dict[str, str]]:
     out = tmp_path_factory.mktemp("rfm") / "rfm.csv"
-    rfm(DATA, "online-retail", None, out, progress=False)
+    rfm(online_retail_file, "online-retail", None, out, progress=False)
     with out.open(newline="") as fh:
         return list(csv.DictReader(fh))
 
 
 @pytest.fixture(scope="module")
-def expected() -> pd.DataFrame:
-    df = pd.read_csv(DATA, dtype={"InvoiceNo": str, "StockCode": str}, parse_dates=["InvoiceDate"])
+def expected(online_retail_file: Path) -> pd.DataFrame:
+    df = pd.read_csv(
+        online_retail_file, dtype={"InvoiceNo": str, "StockCode": str}, parse_dates=["InvoiceDate"]
+    )
     df = df[df["CustomerID"].notna()].copy()
     df["customer"] = df["CustomerID"].astype("int64").astype(str)
     df["amount"] = df["Quantity"] * df["UnitPrice"]
@@ -100,9 +103,9 @@ def test_scores_are_consistent(rfm_csv: list[dict[str, str]]) -> None:
     assert {r["r"] for r in rfm_csv} == {"1", "2", "3", "4", "5"}
 
 
-def test_load_report_counts_skipped_lines() -> None:
+def test_load_report_counts_skipped_lines(online_retail_file: Path) -> None:
     report = LoadReport()
-    invoices = list(read_invoices(DATA, report))
+    invoices = list(read_invoices(online_retail_file, report))
     assert report.lines_read == 541_909
     assert report.lines_without_customer == 135_080
     assert report.lines_with_other_customer == 0

@@ -43,7 +43,6 @@ from relance_segmentation.rfm_file import default_as_of, rfm_rows
 
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 CONFIG = LifecycleConfig()
-DATA = Path("/work/shared/data/online_retail/online_retail.csv.gz")
 
 
 def generated_ledger(seed: int, contacts: int) -> tuple[list[OrderLine], list[RefundLine]]:
@@ -269,9 +268,11 @@ async def test_per_event_updates_and_change_log(conn: asyncpg.Connection) -> Non
     assert view.aggregate.orders_count == 3
 
 
-async def test_file_rfm_agrees_with_sql_on_online_retail(conn: asyncpg.Connection) -> None:
+async def test_file_rfm_agrees_with_sql_on_online_retail(
+    conn: asyncpg.Connection, online_retail_file: Path
+) -> None:
     report = LoadReport()
-    invoices = list(read_invoices(DATA, report))
+    invoices = list(read_invoices(online_retail_file, report))
     as_of = default_as_of(invoices)
     from_file = {r.customer_id: r for r in rfm_rows(invoices, as_of)}
     repo = SegmentationRepository(CONFIG)

@@ -44,6 +44,17 @@ def wait_ready(
     raise AssertionError(f"not ready after {timeout_s}s: {last}")
 
 
+def postgres_running(pgdata: str) -> bool:
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"postgres") and pgdata.encode() in argv:
+            return True
+    return False
+
+
 def stop(proc: subprocess.Popen[bytes]) -> int:
     proc.send_signal(signal.SIGTERM)
     return proc.wait(timeout=60)
@@ -75,6 +86,11 @@ def test_relance_up_serves_all_five_services_and_stops_on_sigterm(tmp_path: Path
     assert code == 0, output[-3000:]
     assert f"Relance is running on http://127.0.0.1:{port}" in output
     assert "consumer stopped" in output
+    pgdata = str(tmp_path / "var" / "pgdata")
+    deadline = time.monotonic() + 15
+    while postgres_running(pgdata) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not postgres_running(pgdata), "the embedded PostgreSQL outlived `relance up`"
 
 
 def test_relance_serve_runs_one_service_on_kafka(

@@ -38,7 +38,9 @@ def start_embedded_postgres(data_dir: Path) -> str:
 
     data_dir.mkdir(parents=True, exist_ok=True)
     get_server = pgserver.get_server  # type: ignore[attr-defined]
-    server = get_server(str(data_dir.resolve()), cleanup_mode=None)
+    # "stop": the server stops when the last process using this data directory exits,
+    # so `relance up` leaves nothing running behind it (the data stays on disk).
+    server = get_server(str(data_dir.resolve()), cleanup_mode="stop")
     return str(server.get_uri())
 
 

@@ -32,7 +32,9 @@ check: setup ## ruff, ruff format, mypy --strict, and the import rule for domain
 
 test: setup ## Unit, integration and e2e tests on real Kafka and PostgreSQL
 	@started=0; \
-	if ! bash deploy/kafka/kafka.sh status >/dev/null 2>&1; then bash deploy/kafka/kafka.sh up && started=1 || exit 1; fi; \
+	if bash deploy/kafka/kafka.sh status >/dev/null 2>&1; then :; \
+	elif bash deploy/kafka/kafka.sh answers; then echo "using the broker already listening on 127.0.0.1:9092"; \
+	else bash deploy/kafka/kafka.sh up && started=1 || exit 1; fi; \
 	.venv/bin/pytest $(PYTEST_ARGS); status=$$?; \
 	if [ $$started = 1 ]; then bash deploy/kafka/kafka.sh down; fi; \
 	exit $$status

@@ -3,7 +3,8 @@
 #
 #   deploy/kafka/kafka.sh up       fetch (cached), format storage once, start, wait until it answers
 #   deploy/kafka/kafka.sh down     stop it (SIGTERM, then SIGKILL after 30 s)
-#   deploy/kafka/kafka.sh status   exit 0 if the broker answers
+#   deploy/kafka/kafka.sh status   exit 0 if this checkout's broker runs and answers
+#   deploy/kafka/kafka.sh answers  exit 0 if anything listens on the client port
 #   deploy/kafka/kafka.sh fetch    only download the jars
 #
 # Idempotent: `up` on a running broker does nothing. Settings (environment):
@@ -43,6 +44,10 @@ fetch() {
   ls "$cache.tmp"/kafka_2.13-"$version".jar >/dev/null 2>&1 || die "the Kafka jar is missing after the fetch"
   touch "$cache.tmp/.complete"
   rm -rf "$cache" && mv "$cache.tmp" "$cache"
+}
+
+port_open() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null
 }
 
 answers() {
@@ -90,6 +95,9 @@ PROPS
 up() {
   need_tools
   if running && answers; then echo "kafka.sh: broker already running on 127.0.0.1:$port"; return 0; fi
+  if ! running && port_open; then
+    die "127.0.0.1:$port is taken by another process (a broker of another checkout, or Docker?). Stop it, use it (RELANCE_KAFKA_BOOTSTRAP), or pick RELANCE_KAFKA_PORT."
+  fi
   if running; then
     echo "kafka.sh: a broker process exists but does not answer; waiting for it"
   else
@@ -133,6 +141,7 @@ case "${1:-}" in
   up) up ;;
   down) down ;;
   status) if running && answers; then echo "running on 127.0.0.1:$port"; else echo "not running"; exit 1; fi ;;
+  answers) port_open ;;
   fetch) need_tools; fetch ;;
-  *) sed -n '2,14p' "$0"; exit 2 ;;
+  *) sed -n '2,15p' "$0"; exit 2 ;;
 esac

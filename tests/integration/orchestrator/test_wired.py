@@ -4,11 +4,8 @@ crashes around firing, poison timers, aliases and `/v1/plans/stats`."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -19,7 +16,7 @@ import orjson
 import pytest
 from fastapi import FastAPI
 
-from relance_events import Event, decode, deterministic_id, new_event, topics
+from relance_events import Event, deterministic_id, new_event, topics
 from relance_events.payloads import (
     CartChanged,
     ConsentChanged,
@@ -44,6 +41,9 @@ from relance_runtime.outbox import OutboxRelay
 from relance_runtime.platform import Platform
 from relance_runtime.service import Component
 
+from ...support import eventually as wait_for
+from ...support import topic_events
+
 SHOP = "shop"
 T0 = datetime(2025, 3, 3, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -64,35 +64,6 @@ def welcome_id(contact: str, step: str = "welcome", anchor: datetime = T0) -> st
     return str(deterministic_id(SHOP, contact, "welcome_pack", step, instance))
 
 
-async def wait_for(check: Callable[[], Awaitable[Any]], timeout_s: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
-
-
-async def requested(platform: Platform) -> list[Event[MessageRequested]]:
-    """Everything on MESSAGE_REQUESTS so far, read by a fresh consumer group."""
-    consumer = platform.bus.consumer(
-        f"probe-{uuid.uuid4().hex[:8]}", [platform.names.of(topics.MESSAGE_REQUESTS)]
-    )
-    await consumer.start()
-    try:
-        out: list[Event[Any]] = []
-        empty = 0
-        while empty < 2:
-            records = await consumer.poll(max_records=1000, timeout_s=0.2)
-            empty = 0 if records else empty + 1
-            out.extend(decode(r.value) for r in records)
-        return out
-    finally:
-        await consumer.stop()
-
-
 def steps_of(events: Sequence[Event[MessageRequested]], contact: str) -> list[str]:
     return [e.payload.step for e in events if e.contact_key == contact]
 
@@ -108,6 +79,11 @@ async def component(platform: Platform, clock: FixedClock) -> AsyncIterator[Comp
     await built.start()
     yield built
     await built.stop()
+
+
+async def requested(platform: Platform) -> list[Event[MessageRequested]]:
+    """Everything on MESSAGE_REQUESTS so far."""
+    return await topic_events(platform, topics.MESSAGE_REQUESTS)  # type: ignore[return-value]
 
 
 async def test_order_requests_welcome_once_and_the_timer_loop_fires_second_purchase(

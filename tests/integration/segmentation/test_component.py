@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -14,7 +13,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from relance_events import decode, topics
+from relance_events import topics
 from relance_events.event import Event, new_event
 from relance_events.payloads import (
     CartChanged,
@@ -33,6 +32,9 @@ from relance_segmentation.bootstrap import build, build_service
 from relance_segmentation.domain.lifecycle import months_before
 from relance_segmentation.settings import SegmentationSettings
 
+from ...support import eventually as wait_for
+from ...support import topic_events
+
 SHOP = "shop"
 
 
@@ -49,17 +51,6 @@ async def component(platform: Platform) -> AsyncIterator[Component]:
     await built.stop()
 
 
-async def wait_for(check: Callable[[], Awaitable[Any]], timeout_s: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
-
-
 async def contact_row(platform: Platform, key: str, shop: str = SHOP) -> Any:
     async with platform.pool.acquire() as conn:
         return await conn.fetchrow(
@@ -70,21 +61,8 @@ async def contact_row(platform: Platform, key: str, shop: str = SHOP) -> Any:
 
 
 async def segment_events(platform: Platform) -> list[Event[Payload]]:
-    """Everything on the SEGMENTS topic so far, read by a fresh consumer group."""
-    consumer = platform.bus.consumer(
-        f"probe-{uuid.uuid4().hex[:8]}", [platform.names.of(topics.SEGMENTS)]
-    )
-    await consumer.start()
-    try:
-        out: list[Event[Payload]] = []
-        empty = 0
-        while empty < 2:
-            records = await consumer.poll(max_records=1000, timeout_s=0.2)
-            empty = 0 if records else empty + 1
-            out.extend(decode(r.value) for r in records)
-        return out
-    finally:
-        await consumer.stop()
+    """Everything on the SEGMENTS topic so far."""
+    return await topic_events(platform, topics.SEGMENTS)
 
 
 async def test_events_show_in_aggregates_within_a_second(

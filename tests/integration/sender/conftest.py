@@ -10,7 +10,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -61,20 +61,6 @@ def birthday_request(
         source="orchestrator",
         occurred_at=datetime.now(UTC),
     )
-
-
-async def wait_for(
-    probe: Callable[[], Awaitable[T | None]], *, timeout_s: float = 30.0, every_s: float = 0.1
-) -> T:
-    """Poll until `probe` returns something truthy; fail after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = await probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout_s}s")
-        await asyncio.sleep(every_s)
 
 
 async def ledger_state(pool: asyncpg.Pool, message_id: str) -> str | None:

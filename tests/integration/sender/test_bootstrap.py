@@ -19,7 +19,8 @@ from relance_runtime.auth import install_auth_handler
 from relance_runtime.platform import Platform
 from relance_sender.bootstrap import build
 
-from .conftest import ScriptedSmtpHandler, birthday_request, ledger_state, logged_events, wait_for
+from ...support import eventually as wait_for
+from .conftest import ScriptedSmtpHandler, birthday_request, ledger_state, logged_events
 
 
 async def test_a_request_is_sent_once_and_reported(

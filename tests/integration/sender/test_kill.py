@@ -16,13 +16,13 @@ import pytest
 from relance_runtime.bus.messages import TopicNames
 from relance_runtime.platform import Platform
 
+from ...support import eventually as wait_for
 from .conftest import (
     ScriptedSmtpHandler,
     birthday_request,
     free_port,
     ledger_state,
     logged_events,
-    wait_for,
 )
 
 RELANCE = Path(sys.executable).with_name("relance")

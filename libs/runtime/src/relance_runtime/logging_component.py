@@ -11,7 +11,7 @@ import logging
 from relance_events import Event, Payload
 from relance_runtime.consumer import per_event
 from relance_runtime.platform import Platform
-from relance_runtime.registry import SUBSCRIPTIONS, ServiceName
+from relance_runtime.registry import ServiceName
 from relance_runtime.service import Component
 
 log = logging.getLogger(__name__)
@@ -24,8 +24,6 @@ def logging_component(name: ServiceName, platform: Platform) -> Component:
             extra={"service": name, "type": event.type, "event_id": str(event.event_id)},
         )
 
-    consumers = [
-        platform.consumer_loop(s.group, s.topics, per_event(log_event, f"{name}.consume"))
-        for s in SUBSCRIPTIONS[name]
-    ]
-    return Component(name, consumers=consumers)
+    return Component(
+        name, consumers=platform.consumers_for(name, per_event(log_event, f"{name}.consume"))
+    )

@@ -29,6 +29,7 @@ from relance_runtime.consumer import BatchHandler, ConsumerLoop
 from relance_runtime.db import Connection, create_pool, migrate, start_embedded_postgres
 from relance_runtime.errors import BusUnavailable
 from relance_runtime.outbox import Outbox, OutboxRelay, TableOutbox
+from relance_runtime.registry import SUBSCRIPTIONS, ServiceName
 from relance_runtime.settings import CommonSettings
 from relance_runtime.tokens import TokenSigner
 
@@ -81,6 +82,10 @@ class Platform:
             batch_size=self.settings.consumer_batch_size,
             drain_timeout_s=self.settings.drain_timeout_s,
         )
+
+    def consumers_for(self, service: ServiceName, handler: BatchHandler) -> list[ConsumerLoop]:
+        """One consumer loop per subscription of `service` (the registry's groups and topics)."""
+        return [self.consumer_loop(s.group, s.topics, handler) for s in SUBSCRIPTIONS[service]]
 
     async def ready(self) -> dict[str, bool]:
         try:

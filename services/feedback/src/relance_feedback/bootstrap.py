@@ -26,7 +26,7 @@ from relance_feedback.services import AlertDelivery, AlertTarget, ContactsAndOrd
 from relance_feedback.settings import FeedbackSettings
 from relance_runtime.auth import authenticate
 from relance_runtime.platform import Platform
-from relance_runtime.registry import SUBSCRIPTIONS, ServiceName
+from relance_runtime.registry import ServiceName
 from relance_runtime.service import Component
 
 SERVICE: ServiceName = "feedback"
@@ -118,10 +118,7 @@ def build(platform: Platform, settings: FeedbackSettings | None = None) -> Compo
     return Component(
         SERVICE,
         routers=[build_router(wiring.deps)],
-        consumers=[
-            platform.consumer_loop(s.group, s.topics, wiring.handler)
-            for s in SUBSCRIPTIONS[SERVICE]
-        ],
+        consumers=platform.consumers_for(SERVICE, wiring.handler),
         background=[deliver_alerts],
         on_stop=[close_client],
     )

@@ -29,7 +29,6 @@ from relance_orchestrator.settings import OrchestratorSettings
 from relance_runtime.auth import require_key
 from relance_runtime.clock import Clock
 from relance_runtime.platform import Platform
-from relance_runtime.registry import SUBSCRIPTIONS
 from relance_runtime.service import Component
 
 
@@ -94,10 +93,7 @@ def build(
     return Component(
         SERVICE,
         routers=[build_router(wiring.deps)],
-        consumers=[
-            platform.consumer_loop(s.group, s.topics, wiring.handler)
-            for s in SUBSCRIPTIONS[SERVICE]
-        ],
+        consumers=platform.consumers_for(SERVICE, wiring.handler),
         background=[wiring.timers.run],
     )
 

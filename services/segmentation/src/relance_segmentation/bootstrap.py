@@ -8,7 +8,6 @@ from fastapi import FastAPI
 
 from relance_runtime.host import ServiceComponent
 from relance_runtime.platform import Platform
-from relance_runtime.registry import SUBSCRIPTIONS
 from relance_runtime.service import Component
 from relance_segmentation.adapters.postgres import SegmentationRepository
 from relance_segmentation.http import HttpDeps, build_router
@@ -31,10 +30,7 @@ def build_service(platform: Platform, settings: SegmentationSettings) -> Segment
 def build(platform: Platform) -> ServiceComponent:
     settings = SegmentationSettings()
     service = build_service(platform, settings)
-    consumers = [
-        platform.consumer_loop(s.group, s.topics, service.handle)
-        for s in SUBSCRIPTIONS["segmentation"]
-    ]
+    consumers = platform.consumers_for("segmentation", service.handle)
     router = build_router(
         HttpDeps(pool=platform.pool, repo=service.repo, keys=platform.keys, clock=platform.clock)
     )

@@ -23,7 +23,7 @@ from relance_runtime.consumer import Delivery
 from relance_runtime.host import ServiceComponent
 from relance_runtime.inbox import claim_new
 from relance_runtime.platform import Platform
-from relance_runtime.registry import SUBSCRIPTIONS, ServiceName
+from relance_runtime.registry import ServiceName
 from relance_runtime.service import Component
 from relance_runtime.telemetry import event_span
 from relance_sender.adapters.postgres_ledger import PostgresSenderStore, PostgresSenderTx
@@ -130,7 +130,7 @@ def build(platform: Platform) -> ServiceComponent:
         failpoint=kill_at(settings.failpoint) if settings.failpoint else None,
     )
     handler = SenderHandler(platform, sender, settings.concurrency)
-    consumers = [platform.consumer_loop(s.group, s.topics, handler) for s in SUBSCRIPTIONS[SERVICE]]
+    consumers = platform.consumers_for(SERVICE, handler)
 
     async def retry_due() -> None:
         while True:

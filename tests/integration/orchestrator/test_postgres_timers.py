@@ -4,6 +4,7 @@ no lost update when a timer races an event for the same contact."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -13,7 +14,14 @@ import asyncpg
 import orjson
 
 from relance_events import Event, encode, new_event
-from relance_events.payloads import EmailOpened, OrderCompleted
+from relance_events.payloads import (
+    CartChanged,
+    ConsentChanged,
+    ContactAliased,
+    EmailOpened,
+    LineItem,
+    OrderCompleted,
+)
 from relance_orchestrator.adapters.postgres_shops import FixedShops
 from relance_orchestrator.adapters.postgres_timers import (
     PostgresContactStore,
@@ -175,3 +183,139 @@ async def test_timer_racing_an_event_loses_no_update(db: str) -> None:
     assert sends[0]["opened_at"] is not None  # the event's update survived the timer's
     await event_conn.close()
     await timer_conn.close()
+
+
+class RefusingContacts(PostgresContactStore):
+    """Real store; PostgreSQL refuses any write that includes the contact `bad` (as it
+    would refuse a state it cannot store), so the batch must fall back contact by contact."""
+
+    async def save_many(self, conn: asyncpg.Connection, states: Sequence[Any]) -> None:
+        if any(s.contact_key == "bad" for s in states):
+            await conn.execute("SELECT 1 / 0")  # a real, non-transient PostgreSQL error
+        await super().save_many(conn, states)
+
+
+async def test_a_batch_write_refused_for_one_contact_fires_the_others(db: str) -> None:
+    orch = _orchestrator(TableOutbox())
+    for contact in ("a", "bad", "z"):
+        await _handle(db, orch, _order(contact, f"o-{contact}", T0), T0)
+    refusing = dataclasses.replace(orch, contacts=RefusingContacts())
+    conn = await asyncpg.connect(db)
+    try:
+        assert await refusing.fire_due(conn, T0 + 4 * D) == 3  # 2 fired, 1 failed
+        failed = await conn.fetchrow(
+            "SELECT attempts, last_error, retry_at FROM orchestrator_timers "
+            "WHERE contact_key = 'bad' AND timer_key = 'welcome_pack/first_order'"
+        )
+        fired = await conn.fetch(
+            "SELECT contact_key FROM orchestrator_timers "
+            "WHERE timer_key = 'welcome_pack/first_order' ORDER BY 1"
+        )
+        versions = dict(await conn.fetch("SELECT contact_key, version FROM orchestrator_contacts"))
+    finally:
+        await conn.close()
+    assert failed["attempts"] == 1 and "DivisionByZero" in failed["last_error"]
+    assert failed["retry_at"] > T0 + 4 * D
+    assert [r[0] for r in fired] == ["bad"]  # the others' timers were consumed
+    assert versions["bad"] == versions["a"] - 1  # bad's state was not written
+    second = sorted(c for c, s in await _outbox_contacts(db) if s == "second_purchase")
+    assert second == ["a", "z"]
+
+
+async def _outbox_contacts(dsn: str) -> list[tuple[str, str]]:
+    conn = await asyncpg.connect(dsn)
+    rows = await conn.fetch("SELECT body::text FROM test_outbox")
+    await conn.close()
+    bodies = [orjson.loads(r[0]) for r in rows]
+    return [(b["contact_key"], b["payload"]["step"]) for b in bodies]
+
+
+def _story() -> list[Event[Any]]:
+    """Several contacts, repeated contacts, an anonymous cart then its alias, an objection."""
+    item = LineItem(product_id="p1", name="Mug", price=Decimal(12), quantity=2)
+
+    def ev(payload: Any, key: str, minutes: int) -> Event[Any]:
+        at = T0 + timedelta(minutes=minutes)
+        return new_event(payload, shop_id="shop", contact_key=key, source="t", occurred_at=at)
+
+    granted = ConsentChanged(
+        channel="email", purpose="marketing", status="granted", origin="identify"
+    )
+    denied = ConsentChanged(
+        channel="email", purpose="marketing", status="denied", origin="unsubscribe_link"
+    )
+    cart = CartChanged(cart_id="k1", items=[item], total=Decimal(24), change="product_added")
+    return [
+        ev(granted, "ann", 0),
+        ev(cart, "anon:v1", 1),
+        ev(OrderCompleted(order_id="o1", total=Decimal(90)), "ann", 2),
+        ev(granted, "bob", 3),
+        ev(OrderCompleted(order_id="o2", total=Decimal(20)), "bob", 4),
+        ev(ContactAliased(user_id="cid", previous_id="v1"), "cid", 5),
+        ev(granted, "cid", 6),
+        ev(cart, "anon:v1", 7),  # follows the merge to cid
+        ev(OrderCompleted(order_id="o3", total=Decimal(35)), "ann", 8),
+        ev(denied, "bob", 9),
+    ]
+
+
+async def _snapshot(dsn: str) -> dict[str, Any]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return {
+            "states": {
+                r[0]: orjson.loads(r[1])
+                for r in await conn.fetch(
+                    "SELECT contact_key, state::text FROM orchestrator_contacts"
+                )
+            },
+            "timers": sorted(
+                tuple(r)
+                for r in await conn.fetch(
+                    "SELECT contact_key, timer_key, due_at, state FROM orchestrator_timers"
+                )
+            ),
+            "journal": sorted(
+                (tuple(str(v) for v in r))
+                for r in await conn.fetch(
+                    "SELECT contact_key, kind, plan, step, plan_instance, message_id, reason,"
+                    " amount, at FROM orchestrator_journal"
+                )
+            ),
+            "requested": sorted(
+                r[0] for r in await conn.fetch("SELECT body::text FROM test_outbox")
+            ),
+        }
+    finally:
+        await conn.close()
+
+
+async def _reset(dsn: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    await conn.execute(
+        "TRUNCATE orchestrator_contacts, orchestrator_timers, orchestrator_journal,"
+        " orchestrator_orders, test_outbox"
+    )
+    await conn.close()
+
+
+async def test_a_batch_leaves_exactly_what_one_event_at_a_time_leaves(db: str) -> None:
+    orch = _orchestrator(TableOutbox())
+    events = _story()
+    now = T0 + timedelta(minutes=30)
+    for event in events:
+        await _handle(db, orch, event, now)
+    one_by_one = await _snapshot(db)
+    await _reset(db)
+    conn = await asyncpg.connect(db)
+    try:
+        async with conn.transaction():
+            await orch.handle_events(conn, events, now)
+    finally:
+        await conn.close()
+    batched = await _snapshot(db)
+    assert batched == one_by_one
+    assert set(one_by_one["states"]) == {"ann", "bob", "cid", "anon:v1"}
+    assert one_by_one["states"]["anon:v1"]["merged_into"] == "cid"
+    assert any(t[0] == "cid" and t[1].startswith("abandoned_cart/") for t in batched["timers"])
+    assert len(batched["requested"]) >= 3  # welcome for ann and bob, and cid's signup welcome

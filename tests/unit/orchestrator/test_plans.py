@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 
 from relance_orchestrator.domain.commands import OrderAttributed
+from relance_orchestrator.domain.plan import Delay, Not, Plan, SentWithin
+from relance_orchestrator.plans.loader import load_plans
 
 T0 = datetime(2025, 3, 3, 12, 0, tzinfo=UTC)  # a Monday
 D = timedelta(days=1)
@@ -60,6 +62,59 @@ def test_welcome_for_a_prospect_needs_email_consent(harness: Any) -> None:
     h.until(T0 + 11 * D)
     assert [s for s, _, _ in h.steps("welcome_pack")] == ["welcome"]
     assert h.steps("welcome_pack")[0][2] == T0 + 10 * D
+
+
+def test_a_prospect_welcomed_at_signup_gets_the_first_order_welcome_too(harness: Any) -> None:
+    h = harness()
+    h.consent(T0)
+    h.order(T0 + M, "o1", "80")
+    h.until(T0 + 30 * D)
+    assert h.steps("welcome_pack") == [
+        ("welcome", "standard", T0),  # the signup: no order to compare yet
+        ("welcome", "vip", T0 + M),
+        ("second_purchase", "star", T0 + M + 4 * D),
+    ]
+
+
+def _one_welcome_plans() -> list[Plan]:
+    """The README's opt-in: no first-order welcome within 7 days of a signup welcome."""
+    plans = []
+    for plan in load_plans():
+        if plan.name == "welcome_pack":
+            once = Not(
+                kind="not",
+                condition=SentWithin(
+                    kind="sent_within", plan="welcome_pack", step="welcome", within=Delay(days=7)
+                ),
+            )
+            steps = [
+                s.model_copy(update={"when": (once,)}) if s.name == "welcome" else s
+                for s in plan.steps
+            ]
+            plan = plan.model_copy(update={"steps": tuple(steps)})
+        plans.append(plan)
+    return plans
+
+
+@pytest.mark.parametrize(
+    ("order_after", "expected"),
+    [
+        (0 * D, ["welcome", "second_purchase"]),  # consent and order together at checkout
+        # the signup's own second step went out at 4 days; the order's runs from the order
+        (6 * D, ["welcome", "second_purchase", "second_purchase"]),
+        (8 * D, ["welcome", "second_purchase", "welcome", "second_purchase"]),
+    ],
+)
+def test_sent_within_lets_a_merchant_send_one_welcome(
+    harness: Any, order_after: timedelta, expected: list[str]
+) -> None:
+    h = harness(plans=_one_welcome_plans())
+    h.consent(T0)
+    h.order(T0 + order_after + M, "o1")
+    h.until(T0 + 30 * D)
+    assert [s for s, _, _ in h.steps("welcome_pack")] == expected
+    second = [at for s, _, at in h.steps("welcome_pack") if s == "second_purchase"][-1]
+    assert second == T0 + order_after + M + 4 * D  # from the first order, not the signup
 
 
 def test_welcome_runs_once_per_contact(harness: Any) -> None:

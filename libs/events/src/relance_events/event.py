@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from functools import cache
 from typing import Any, Generic, TypeVar
 
 from relance_events.envelope import Envelope, TraceContext
@@ -14,6 +15,13 @@ P = TypeVar("P", bound=Payload)
 
 class Event(Envelope, Generic[P]):
     payload: P
+
+
+@cache
+def _event_model(payload_type: type[Payload]) -> Any:
+    # parametrising a generic model is costly (a cache lookup keyed on the whole type
+    # tuple); producers call this per event, so keep one per payload class
+    return Event[payload_type]  # type: ignore[valid-type]
 
 
 def new_event(
@@ -28,8 +36,7 @@ def new_event(
     trace: TraceContext | None = None,
 ) -> Event[P]:
     """Build an event, taking its type and schema version from the payload class."""
-    model: Any = Event[type(payload)]  # type: ignore[misc]
-    event: Event[P] = model(
+    event: Event[P] = _event_model(type(payload))(
         event_id=event_id or uuid.uuid4(),
         type=payload.TYPE,
         schema_version=payload.SCHEMA_VERSION,

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import asyncpg
 
+from relance_events import Event, TraceContext
 from relance_orchestrator.services import Orchestrator
 from relance_runtime.clock import Clock
 from relance_runtime.consumer import Delivery, is_transient
@@ -33,15 +35,19 @@ class EventHandler:
         async with self.pool.acquire() as conn, conn.transaction():
             new = await claim_new(conn, SERVICE, [d.event.event_id for d in deliveries])
             now = self.clock.now()
+            events = []
             for delivery in deliveries:
                 event = delivery.event
-                if event.event_id not in new:
-                    continue
-                new.discard(event.event_id)  # the same id twice in one batch: once
-                with event_span("orchestrator.handle", event):
-                    await self.orchestrator.handle_event(
-                        conn, event, now, trace=current_trace_context()
-                    )
+                if event.event_id in new:
+                    new.discard(event.event_id)  # the same id twice in one batch: once
+                    events.append(event)
+            await self.orchestrator.handle_events(conn, events, now, traced=_handle_span)
+
+
+@contextmanager
+def _handle_span(event: Event[Any]) -> Iterator[TraceContext | None]:
+    with event_span("orchestrator.handle", event):
+        yield current_trace_context()
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,16 @@ TrackedKind = Literal["sent", "opened", "clicked"]
 
 
 @dataclass(frozen=True, slots=True)
+class TimerWrite:
+    """What one of a contact's timers becomes: due at `due_at`, or gone when None."""
+
+    shop_id: str
+    contact_key: str
+    key: str
+    due_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
 class UnreadableState:
     """A stored contact state that no longer loads (its timers fail, then park)."""
 
@@ -62,13 +72,21 @@ class ContactStore(Protocol):
         """Same, or None when the contact has no state yet (nothing is created)."""
         ...
 
+    async def lock_many(
+        self, conn: Connection, contacts: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], ContactState]:
+        """`lock` for several contacts at once, in the order given (sort it: no deadlock)."""
+        ...
+
     async def try_lock_many(
         self, conn: Connection, contacts: Sequence[tuple[str, str]]
     ) -> dict[tuple[str, str], ContactState | UnreadableState]:
         """Lock those not locked by someone else (SKIP LOCKED); the others are left out."""
         ...
 
-    async def save(self, conn: Connection, state: ContactState) -> None: ...
+    async def save_many(self, conn: Connection, states: Sequence[ContactState]) -> None:
+        """Write back states this transaction holds locked (one statement)."""
+        ...
 
 
 class TimerStore(Protocol):
@@ -78,10 +96,8 @@ class TimerStore(Protocol):
 
     async def delete(self, conn: Connection, timers: Sequence[DueTimer]) -> None: ...
 
-    async def apply(
-        self, conn: Connection, shop_id: str, contact_key: str, commands: Sequence[Command]
-    ) -> None:
-        """Carry out ScheduleWakeup / CancelWakeups for one contact."""
+    async def write(self, conn: Connection, writes: Sequence[TimerWrite]) -> None:
+        """Create, move (back to pending) or delete timers; at most one write per timer."""
         ...
 
     async def failed(
@@ -93,8 +109,10 @@ class TimerStore(Protocol):
 
 class Journal(Protocol):
     async def record(
-        self, conn: Connection, state: ContactState, commands: Sequence[Command]
-    ) -> None: ...
+        self, conn: Connection, decisions: Sequence[tuple[ContactState, Sequence[Command]]]
+    ) -> None:
+        """Journal what each contact's decision produced (one statement)."""
+        ...
 
     async def track(
         self, conn: Connection, shop_id: str, kind: TrackedKind, message_id: str, at: datetime

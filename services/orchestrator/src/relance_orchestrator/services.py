@@ -6,8 +6,9 @@ The consumer (`consumer.py`) and the timer loop call these inside their transact
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,7 +21,13 @@ from relance_events.payloads import (
     MessageSent,
     OrderCompleted,
 )
-from relance_orchestrator.domain.commands import Command, RequestMessage, Wakeup
+from relance_orchestrator.domain.commands import (
+    CancelWakeups,
+    Command,
+    RequestMessage,
+    ScheduleWakeup,
+    Wakeup,
+)
 from relance_orchestrator.domain.engine import Engine
 from relance_orchestrator.domain.state import ContactState
 from relance_orchestrator.ports import (
@@ -31,6 +38,7 @@ from relance_orchestrator.ports import (
     ShopDirectory,
     StepCounts,
     TimerStore,
+    TimerWrite,
     TrackedKind,
     UnreadableState,
 )
@@ -69,6 +77,97 @@ def message_requested_event(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One contact's decisions in a batch (of events, or of due timers): its final state,
+    what it decided, and the timers that fired (none for events)."""
+
+    state: ContactState
+    commands: tuple[Command, ...]
+    fired: tuple[DueTimer, ...]
+
+
+def timer_writes(
+    state: ContactState, commands: Sequence[Command], fired: Sequence[str]
+) -> list[TimerWrite]:
+    """The net timer changes of one contact: a fired timer is gone unless the final state
+    still wants a wake-up under its key; then schedules and cancels, in decision order."""
+    net: dict[str, datetime | None] = {}
+    if fired:
+        wanted = state.wakeups()
+        for key in fired:
+            net[key] = wanted.get(key)
+    for command in commands:
+        if isinstance(command, ScheduleWakeup):
+            net[command.key] = command.at
+        elif isinstance(command, CancelWakeups):
+            for key in command.keys:
+                net[key] = None
+    return [TimerWrite(state.shop_id, state.contact_key, k, at) for k, at in net.items()]
+
+
+Traced = Callable[[Event[Any]], AbstractContextManager[TraceContext | None]]
+
+
+@contextmanager
+def _trace_of(trace: TraceContext | None) -> Iterator[TraceContext | None]:
+    yield trace
+
+
+def _fixed_trace(trace: TraceContext | None) -> Traced:
+    return lambda _event: _trace_of(trace)
+
+
+def _requests(
+    commands: Sequence[Command], trace: TraceContext | None
+) -> list[Event[MessageRequested]]:
+    return [message_requested_event(c, trace) for c in commands if isinstance(c, RequestMessage)]
+
+
+def _outcome_requests(firings: Sequence[Outcome]) -> list[Event[MessageRequested]]:
+    return [r for f in firings for r in _requests(f.commands, None)]
+
+
+def _contacts_of(events: Sequence[Event[Any]]) -> list[tuple[str, str]]:
+    """The contacts a batch locks up front (an alias locks its own, in its own order)."""
+    return sorted(
+        {(e.shop_id, e.contact_key) for e in events if not isinstance(e.payload, ContactAliased)}
+    )
+
+
+@dataclass
+class _Batch:
+    """A batch of events in progress: locked states, and what is decided but not written."""
+
+    states: dict[tuple[str, str], ContactState]
+    commands: dict[tuple[str, str], list[Command]] = field(default_factory=dict)
+    requests: list[Event[MessageRequested]] = field(default_factory=list)
+
+    async def state(
+        self, conn: Connection, contacts: ContactStore, shop_id: str, contact_key: str
+    ) -> ContactState:
+        key = (shop_id, contact_key)
+        state = self.states.get(key)
+        if state is None:
+            state = self.states[key] = await contacts.lock(conn, shop_id, contact_key)
+        return state
+
+    def decided(
+        self, state: ContactState, commands: Sequence[Command], trace: TraceContext | None
+    ) -> None:
+        key = (state.shop_id, state.contact_key)
+        self.states[key] = state
+        self.commands.setdefault(key, []).extend(commands)
+        self.requests.extend(_requests(commands, trace))
+
+    def outcomes(self) -> list[Outcome]:
+        return [Outcome(self.states[k], tuple(c), ()) for k, c in self.commands.items()]
+
+    def written(self) -> None:
+        self.commands.clear()
+        self.requests.clear()
+
+
 @dataclass(frozen=True)
 class TimerRetry:
     """Poison timers: a firing that raises is retried after `backoff * 2**attempt`, and
@@ -98,12 +197,43 @@ class Orchestrator:
         event: Event[Any],
         now: datetime,
         trace: TraceContext | None = None,
-    ) -> tuple[Command, ...]:
-        """Apply one event; `conn` must be inside the transaction that also records the inbox.
+    ) -> None:
+        """Apply one event (see `handle_events`)."""
+        await self.handle_events(conn, [event], now, traced=_fixed_trace(trace))
 
-        Message status and engagement events are journalled by message id for stats; an
-        alias merges the anonymous contact into the known one; an event for a contact that
-        was merged goes to the contact it was merged into."""
+    async def handle_events(
+        self,
+        conn: Connection,
+        events: Sequence[Event[Any]],
+        now: datetime,
+        *,
+        traced: Traced | None = None,
+    ) -> None:
+        """Apply a batch of events in order; `conn` must be inside the transaction that also
+        records the inbox.
+
+        The batch's contacts are locked once, in key order; each contact's decisions chain
+        in memory and are written once at the end (one statement per table). Message status
+        and engagement events are journalled by message id for stats; an alias (rare)
+        writes what came before it, then merges the anonymous contact into the known one;
+        an event for a contact that was merged goes to the contact it was merged into.
+        `traced(event)` wraps each event's handling (a span) and gives the trace the
+        requested messages carry."""
+        traced = traced or _fixed_trace(None)
+        batch = _Batch(await self.contacts.lock_many(conn, _contacts_of(events)))
+        for event in events:
+            with traced(event) as trace:
+                await self._apply(conn, batch, event, now, trace)
+        await self._write(conn, batch)
+
+    async def _apply(
+        self,
+        conn: Connection,
+        batch: _Batch,
+        event: Event[Any],
+        now: datetime,
+        trace: TraceContext | None,
+    ) -> None:
         payload = event.payload
         if isinstance(payload, MessageSent):
             await self.journal.track(conn, event.shop_id, "sent", payload.message_id, now)
@@ -114,20 +244,25 @@ class Orchestrator:
             for kind in kinds:  # a click proves an open
                 await self.journal.track(conn, event.shop_id, kind, payload.message_id, now)
         if isinstance(payload, ContactAliased):
-            return await self._alias(conn, event, payload, now, trace)
-        state = await self.contacts.lock(conn, event.shop_id, event.contact_key)
+            await self._write(conn, batch)
+            batch.states.clear()  # the merge re-reads (and may change) what it touches
+            await self._alias(conn, event, payload, now, trace)
+            return
+        state = await batch.state(conn, self.contacts, event.shop_id, event.contact_key)
         if state.merged_into is not None:
-            target = state.merged_into
-            event = event.model_copy(update={"contact_key": target})
-            state = await self.contacts.lock(conn, event.shop_id, target)
+            event = event.model_copy(update={"contact_key": state.merged_into})
+            state = await batch.state(conn, self.contacts, event.shop_id, state.merged_into)
         if isinstance(payload, OrderCompleted) and payload.order_id not in state.facts.order_ids:
             await self.shops.order_seen(
                 conn, event.shop_id, payload.order_id, payload.total, event.occurred_at
             )
         shop = await self.shops.shop_facts(conn, state.shop_id, now)
         new_state, commands = self.engine.decide(state, event, now, shop)
-        await self._carry_out(conn, new_state, commands, trace)
-        return commands
+        batch.decided(new_state, commands, trace)
+
+    async def _write(self, conn: Connection, batch: _Batch) -> None:
+        await self._carry_out_many(conn, batch.outcomes(), batch.requests)
+        batch.written()
 
     async def _alias(
         self,
@@ -174,34 +309,82 @@ class Orchestrator:
         (fired, or failed and rescheduled/parked).
 
         Timers whose contact is locked by another writer are left for the next round, so
-        this never waits on an event handler (and so can never deadlock with one). Each
-        timer runs in a savepoint: one that raises is rolled back alone, counted, and
-        retried later or parked, so it never blocks the rest of the batch."""
+        this never waits on an event handler (and so can never deadlock with one). All
+        decisions are taken first, then written with one statement per table. A timer whose
+        decision raises is retried later or parked without holding back the rest; if the
+        batch's writes fail for a reason other than the database being unavailable (a state
+        PostgreSQL refuses), they are redone contact by contact so only that one fails."""
         async with conn.transaction():
             due = await self.timers.claim_due(conn, now, limit)
             if not due:
                 return 0
-            states = await self.contacts.try_lock_many(
-                conn, sorted({(t.shop_id, t.contact_key) for t in due})
-            )
-            handled = 0
-            for timer in due:
-                contact = (timer.shop_id, timer.contact_key)
+            by_contact: dict[tuple[str, str], list[DueTimer]] = {}
+            for timer in due:  # claimed in due order, which each contact's list keeps
+                by_contact.setdefault((timer.shop_id, timer.contact_key), []).append(timer)
+            states = await self.contacts.try_lock_many(conn, sorted(by_contact))
+            firings: list[Outcome] = []
+            failures: list[tuple[DueTimer, str]] = []
+            for contact, timers in by_contact.items():
                 state = states.get(contact)
                 if state is None:
                     continue
-                handled += 1
                 if isinstance(state, UnreadableState):
-                    await self._timer_failed(conn, timer, state.error, now)
+                    failures.extend((timer, state.error) for timer in timers)
                     continue
-                try:
-                    async with conn.transaction():
-                        states[contact] = await self._fire(conn, state, timer, now)
-                except Exception as exc:
-                    if is_transient(exc):
-                        raise
-                    await self._timer_failed(conn, timer, f"{type(exc).__name__}: {exc}", now)
-            return handled
+                firing = await self._decide_wakeups(conn, state, timers, now, failures)
+                if firing is not None:
+                    firings.append(firing)
+            written = await self._carry_out_firings(conn, firings, failures)
+            for timer, reason in failures:
+                await self._timer_failed(conn, timer, reason, now)
+            return sum(len(f.fired) for f in written) + len(failures)
+
+    async def _decide_wakeups(
+        self,
+        conn: Connection,
+        state: ContactState,
+        timers: Sequence[DueTimer],
+        now: datetime,
+        failures: list[tuple[DueTimer, str]],
+    ) -> Outcome | None:
+        shop = await self.shops.shop_facts(conn, state.shop_id, now)
+        fired: list[DueTimer] = []
+        commands: list[Command] = []
+        for timer in timers:
+            try:
+                state, produced = self.engine.decide(
+                    state, Wakeup(timer.key, timer.due_at), now, shop
+                )
+            except Exception as exc:  # the engine is pure: this timer's input is poison
+                failures.append((timer, f"{type(exc).__name__}: {exc}"))
+                continue
+            fired.append(timer)
+            commands.extend(produced)
+        return Outcome(state, tuple(commands), tuple(fired)) if fired else None
+
+    async def _carry_out_firings(
+        self, conn: Connection, firings: list[Outcome], failures: list[tuple[DueTimer, str]]
+    ) -> list[Outcome]:
+        """Write the batch; returns the firings that were written."""
+        try:
+            async with conn.transaction():
+                await self._carry_out_many(conn, firings, _outcome_requests(firings))
+            return firings
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            log.warning("timer batch write failed; writing contact by contact", exc_info=exc)
+        written: list[Outcome] = []
+        for firing in firings:
+            try:
+                async with conn.transaction():
+                    await self._carry_out_many(conn, [firing], _outcome_requests([firing]))
+                written.append(firing)
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
+                failures.extend((t, f"{type(exc).__name__}: {exc}") for t in firing.fired)
+        return written
 
     async def _timer_failed(
         self, conn: Connection, timer: DueTimer, reason: str, now: datetime
@@ -225,15 +408,6 @@ class Orchestrator:
         if park:
             await self.journal.timer_parked(conn, timer, reason, now)
 
-    async def _fire(
-        self, conn: Connection, state: ContactState, timer: DueTimer, now: datetime
-    ) -> ContactState:
-        await self.timers.delete(conn, [timer])
-        shop = await self.shops.shop_facts(conn, state.shop_id, now)
-        new_state, commands = self.engine.decide(state, Wakeup(timer.key, timer.due_at), now, shop)
-        await self._carry_out(conn, new_state, commands, None)
-        return new_state
-
     async def _carry_out(
         self,
         conn: Connection,
@@ -241,12 +415,29 @@ class Orchestrator:
         commands: Sequence[Command],
         trace: TraceContext | None,
     ) -> None:
-        await self.contacts.save(conn, state)
-        await self.timers.apply(conn, state.shop_id, state.contact_key, commands)
-        await self.journal.record(conn, state, commands)
-        requests = [
-            message_requested_event(c, trace) for c in commands if isinstance(c, RequestMessage)
-        ]
+        await self._carry_out_many(
+            conn, [Outcome(state, tuple(commands), ())], _requests(commands, trace)
+        )
+
+    async def _carry_out_many(
+        self,
+        conn: Connection,
+        outcomes: Sequence[Outcome],
+        requests: Sequence[Event[MessageRequested]],
+    ) -> None:
+        """Write states, timers, journal and requested messages: one statement each."""
+        if not outcomes:
+            return
+        await self.contacts.save_many(conn, [o.state for o in outcomes])
+        await self.timers.write(
+            conn,
+            [
+                w
+                for o in outcomes
+                for w in timer_writes(o.state, o.commands, [t.key for t in o.fired])
+            ],
+        )
+        await self.journal.record(conn, [(o.state, o.commands) for o in outcomes])
         if requests:
             await self.outbox.add(conn, requests)
 

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
+from typing import assert_never
 
 from pydantic import ValidationError
 
@@ -22,7 +23,13 @@ from relance_orchestrator.domain.commands import (
     ScheduleWakeup,
 )
 from relance_orchestrator.domain.state import ContactState
-from relance_orchestrator.ports import DueTimer, StepCounts, TrackedKind, UnreadableState
+from relance_orchestrator.ports import (
+    DueTimer,
+    StepCounts,
+    TimerWrite,
+    TrackedKind,
+    UnreadableState,
+)
 from relance_runtime.db import Connection
 
 
@@ -63,6 +70,35 @@ class PostgresContactStore:
         )
         return None if row is None else ContactState.model_validate_json(row[0])
 
+    async def lock_many(
+        self, conn: Connection, contacts: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], ContactState]:
+        if not contacts:
+            return {}
+        shops, keys = [s for s, _ in contacts], [c for _, c in contacts]
+        lock = """SELECT c.shop_id, c.contact_key, c.state::text
+                  FROM orchestrator_contacts c
+                  JOIN unnest($1::text[], $2::text[]) WITH ORDINALITY AS k(shop_id, contact_key, n)
+                    ON c.shop_id = k.shop_id AND c.contact_key = k.contact_key
+                  ORDER BY k.n FOR UPDATE OF c"""
+        rows = await conn.fetch(lock, shops, keys)
+        out = {(r[0], r[1]): ContactState.model_validate_json(r[2]) for r in rows}
+        missing = [c for c in contacts if c not in out]
+        if missing:
+            fresh = [ContactState.new(s, c) for s, c in missing]
+            await conn.execute(
+                """INSERT INTO orchestrator_contacts (shop_id, contact_key, state)
+                   SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[])
+                   ON CONFLICT DO NOTHING""",
+                [s for s, _ in missing],
+                [c for _, c in missing],
+                [f.model_dump_json() for f in fresh],
+            )
+            # a concurrent writer may have created some first: read back what is there
+            rows = await conn.fetch(lock, [s for s, _ in missing], [c for _, c in missing])
+            out.update({(r[0], r[1]): ContactState.model_validate_json(r[2]) for r in rows})
+        return out
+
     async def try_lock_many(
         self, conn: Connection, contacts: Sequence[tuple[str, str]]
     ) -> dict[tuple[str, str], ContactState | UnreadableState]:
@@ -85,14 +121,17 @@ class PostgresContactStore:
                 out[(r[0], r[1])] = UnreadableState(f"unreadable contact state: {exc}")
         return out
 
-    async def save(self, conn: Connection, state: ContactState) -> None:
+    async def save_many(self, conn: Connection, states: Sequence[ContactState]) -> None:
+        if not states:
+            return
         await conn.execute(
-            """UPDATE orchestrator_contacts
-               SET state = $3::jsonb, version = version + 1, updated_at = now()
-               WHERE shop_id = $1 AND contact_key = $2""",
-            state.shop_id,
-            state.contact_key,
-            state.model_dump_json(),
+            """UPDATE orchestrator_contacts c
+               SET state = u.state::jsonb, version = c.version + 1, updated_at = now()
+               FROM unnest($1::text[], $2::text[], $3::text[]) AS u(shop_id, contact_key, state)
+               WHERE c.shop_id = u.shop_id AND c.contact_key = u.contact_key""",
+            [s.shop_id for s in states],
+            [s.contact_key for s in states],
+            [s.model_dump_json() for s in states],
         )
 
 
@@ -156,89 +195,86 @@ class PostgresTimerStore:
             [t.due_at for t in timers],
         )
 
-    async def apply(
-        self,
-        conn: Connection,
-        shop_id: str,
-        contact_key: str,
-        commands: Sequence[Command],
-    ) -> None:
-        upserts = [(c.key, c.at) for c in commands if isinstance(c, ScheduleWakeup)]
-        cancels = [k for c in commands if isinstance(c, CancelWakeups) for k in c.keys]
+    async def write(self, conn: Connection, writes: Sequence[TimerWrite]) -> None:
+        upserts = [w for w in writes if w.due_at is not None]
+        deletes = [w for w in writes if w.due_at is None]
         if upserts:
             await conn.execute(
                 """INSERT INTO orchestrator_timers (shop_id, contact_key, timer_key, due_at)
-                   SELECT $1, $2, k, d FROM unnest($3::text[], $4::timestamptz[]) AS u(k, d)
+                   SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[])
                    ON CONFLICT (shop_id, contact_key, timer_key)
                    DO UPDATE SET due_at = EXCLUDED.due_at, state = 'pending', attempts = 0,
                                  retry_at = NULL, last_error = NULL""",
-                shop_id,
-                contact_key,
-                [k for k, _ in upserts],
-                [a for _, a in upserts],
+                [w.shop_id for w in upserts],
+                [w.contact_key for w in upserts],
+                [w.key for w in upserts],
+                [w.due_at for w in upserts],
             )
-        if cancels:
+        if deletes:
             await conn.execute(
-                """DELETE FROM orchestrator_timers
-                   WHERE shop_id = $1 AND contact_key = $2 AND timer_key = ANY($3::text[])""",
-                shop_id,
-                contact_key,
-                cancels,
+                """DELETE FROM orchestrator_timers t
+                   USING unnest($1::text[], $2::text[], $3::text[]) AS d(shop_id, contact_key, k)
+                   WHERE t.shop_id = d.shop_id AND t.contact_key = d.contact_key
+                     AND t.timer_key = d.k""",
+                [w.shop_id for w in deletes],
+                [w.contact_key for w in deletes],
+                [w.key for w in deletes],
             )
+
+
+JournalRow = tuple[
+    str, str, str | None, str | None, str | None, str | None, Decimal | None, datetime
+]
+
+
+def journal_rows(commands: Sequence[Command]) -> list[JournalRow]:
+    """(kind, plan, step, plan_instance, message_id, reason, amount, at) per journalled command."""
+    rows: list[JournalRow] = []
+    for c in commands:
+        match c:
+            case RequestMessage():
+                rows.append(
+                    ("requested", c.plan, c.step, c.plan_instance, c.message_id, None, None, c.at)
+                )
+            case DecisionRecorded():
+                rows.append(
+                    (c.decision, c.plan, c.step, c.plan_instance, None, c.reason, None, c.at)
+                )
+            case Finish():
+                rows.append(("finished", c.plan, None, c.plan_instance, None, c.reason, None, c.at))
+            case OrderAttributed():
+                rows.append(
+                    ("converted", c.plan, c.step, None, c.message_id, c.order_id, c.revenue, c.at)
+                )
+            case ScheduleWakeup() | CancelWakeups():
+                continue
+            case _:
+                assert_never(c)
+    return rows
 
 
 class PostgresJournal:
     async def record(
-        self, conn: Connection, state: ContactState, commands: Sequence[Command]
+        self, conn: Connection, decisions: Sequence[tuple[ContactState, Sequence[Command]]]
     ) -> None:
-        rows: list[tuple[object, ...]] = []
-        for c in commands:
-            match c:
-                case RequestMessage():
-                    rows.append(
-                        (
-                            "requested",
-                            c.plan,
-                            c.step,
-                            c.plan_instance,
-                            c.message_id,
-                            None,
-                            None,
-                            c.at,
-                        )
-                    )
-                case DecisionRecorded():
-                    rows.append(
-                        (c.decision, c.plan, c.step, c.plan_instance, None, c.reason, None, c.at)
-                    )
-                case Finish():
-                    rows.append(
-                        ("finished", c.plan, None, c.plan_instance, None, c.reason, None, c.at)
-                    )
-                case OrderAttributed():
-                    rows.append(
-                        (
-                            "converted",
-                            c.plan,
-                            c.step,
-                            None,
-                            c.message_id,
-                            c.order_id,
-                            c.revenue,
-                            c.at,
-                        )
-                    )
-                case ScheduleWakeup() | CancelWakeups():
-                    continue
-        if rows:
-            await conn.executemany(
-                """INSERT INTO orchestrator_journal
-                   (shop_id, contact_key, kind, plan, step, plan_instance, message_id, reason,
-                    amount, at)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-                   ON CONFLICT DO NOTHING""",
-                [(state.shop_id, state.contact_key, *r) for r in rows],
-            )
+        rows = [
+            (state.shop_id, state.contact_key, *row)
+            for state, commands in decisions
+            for row in journal_rows(commands)
+        ]
+        if not rows:
+            return
+        columns = list(zip(*rows, strict=True))
+        await conn.execute(
+            """INSERT INTO orchestrator_journal
+               (shop_id, contact_key, kind, plan, step, plan_instance, message_id, reason,
+                amount, at)
+               SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                    $6::text[], $7::text[], $8::text[], $9::numeric[],
+                                    $10::timestamptz[])
+               ON CONFLICT DO NOTHING""",
+            *[list(c) for c in columns],
+        )
 
     async def track(
         self,

@@ -32,6 +32,7 @@ from relance_orchestrator.domain.plan import (
     Op,
     Opened,
     OrderHasItem,
+    SentWithin,
     SurveyAnswerIn,
     UnopenedStreak,
 )
@@ -166,6 +167,14 @@ def holds(condition: Condition, ctx: Context) -> bool:
             )
         case OrderHasItem():
             return _order_has_item(ctx, condition)
+        case SentWithin():
+            since = ctx.now - condition.within.approx()
+            return any(
+                s.plan == condition.plan
+                and (condition.step is None or s.step == condition.step)
+                and since <= s.at <= ctx.now
+                for s in ctx.facts.sends
+            )
         case EventIs():
             value = getattr(ctx.payload, condition.field, None) if ctx.payload else None
             if value is None and ctx.payload is not None:

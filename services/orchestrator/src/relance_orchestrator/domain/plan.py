@@ -144,6 +144,16 @@ class OrderHasItem(_Model):
     sku: str | None = None
 
 
+class SentWithin(_Model):
+    """The contact was sent this plan's message (this step's, if given) within `within`
+    before now (send records are kept 90 days, so longer windows see only those)."""
+
+    kind: Literal["sent_within"]
+    plan: Name
+    step: Name | None = None
+    within: Delay
+
+
 class EventIs(_Model):
     """A field of the current event's payload is one of `values` (trigger/exit filters)."""
 
@@ -173,6 +183,7 @@ Condition = Annotated[
     | ConsentIs
     | UnopenedStreak
     | OrderHasItem
+    | SentWithin
     | EventIs
     | Not
     | AnyOf,

@@ -83,12 +83,21 @@ class Instance(Frozen):
     @property
     def next_at(self) -> datetime | None:
         """When this instance next needs a wake-up."""
-        times = [r.due_at for r in self.steps.values() if r.status == "scheduled" and r.due_at]
-        if self.window_until is not None and any(
-            r.status == "waiting" for r in self.steps.values()
-        ):
-            times.append(self.window_until)
-        return min(times) if times else None
+        # one pass, no lists: the engine asks this several times per decision
+        earliest: datetime | None = None
+        waiting = False
+        for record in self.steps.values():
+            status = record.status
+            if status == "scheduled":
+                due = record.due_at
+                if due is not None and (earliest is None or due < earliest):
+                    earliest = due
+            elif status == "waiting":
+                waiting = True
+        window = self.window_until
+        if waiting and window is not None and (earliest is None or window < earliest):
+            earliest = window
+        return earliest
 
     def with_step(self, name: str, record: StepRecord) -> Instance:
         instance_transition(self.status, "advance")

@@ -9,6 +9,7 @@ import pytest
 
 from relance_runtime.clock import FixedClock
 from relance_runtime.tokens import TokenSigner
+from relance_sender.adapters.memory_store import MemorySenderStore
 from relance_sender.adapters.outbox import OutboxEmailTransport
 from relance_sender.adapters.postgres_ledger import PostgresSenderStore, PostgresSenderTx
 from relance_sender.adapters.smtp import SmtpConfig, SmtpTransport
@@ -133,6 +134,77 @@ async def test_suppression_consent_and_bounce_counts(sender_pool: asyncpg.Pool) 
         assert await tx.consent("s", "c", "email", "marketing") == denied
         await tx.unsuppress("s", "email", "x@example.org")
         assert await tx.suppression("s", "email", "x@example.org") is None
+
+
+@pytest.mark.parametrize("kind", ["postgres", "memory"])
+async def test_send_checks_read_suppression_and_consent_together(
+    sender_pool: asyncpg.Pool, kind: str
+) -> None:
+    store = PostgresSenderStore(sender_pool) if kind == "postgres" else MemorySenderStore()
+    async with store.transaction() as tx:
+        assert await tx.send_checks("s", "c", "email", "marketing", "x@example.org") == (None, None)
+        suppression = Suppression("s", "email", "x@example.org", "hard_bounce", NOW)
+        await tx.suppress(suppression)
+        assert await tx.send_checks("s", "c", "email", "marketing", "x@example.org") == (
+            suppression,
+            None,
+        )
+        denied = ConsentRecord("s", "c", "email", "marketing", "denied", NOW)
+        await tx.record_consent(denied)
+        await tx.record_consent(ConsentRecord("s", "c", "sms", "marketing", "granted", NOW))
+        assert await tx.send_checks("s", "c", "email", "marketing", "x@example.org") == (
+            suppression,
+            denied,
+        )
+        assert await tx.send_checks("s", "c", "email", "marketing", "y@example.org") == (
+            None,
+            denied,
+        )
+        assert await tx.send_checks("s", "c2", "email", "marketing", "y@example.org") == (
+            None,
+            None,
+        )
+
+
+@pytest.mark.parametrize("kind", ["postgres", "memory"])
+async def test_save_claimed_only_while_the_claim_holds(
+    sender_pool: asyncpg.Pool, kind: str
+) -> None:
+    store = PostgresSenderStore(sender_pool) if kind == "postgres" else MemorySenderStore()
+    row = ledger.new_row(
+        message_id="m-c",
+        shop_id="s",
+        contact_key="c",
+        channel="email",
+        purpose="transactional",
+        plan="birthday",
+        step="wishes",
+        now=NOW,
+    )
+    claimed = ledger.claim(row, now=NOW, owner="w1", address="x@example.org")
+    async with store.transaction() as tx:
+        await tx.insert(claimed)
+    sent = ledger.settle(claimed, Accepted("q1"), now=NOW, retry=RetryPolicy())
+    assert await store.save_claimed(sent, claimed=claimed)
+    async with store.transaction() as tx:
+        assert await tx.lock("m-c") == sent
+    # Settled already (or recovered): a second settle of the same claim changes nothing.
+    assert not await store.save_claimed(sent, claimed=claimed)
+    # Recovered (transactional: back to pending), claimed again by the same instance: the
+    # older claim no longer holds.
+    async with store.transaction() as tx:
+        await tx.save(
+            ledger.claim(
+                ledger.recover(claimed, now=NOW), now=NOW, owner="w1", address="x@example.org"
+            )
+        )
+    async with store.transaction() as tx:
+        again = await tx.lock("m-c")
+    assert again is not None and again.attempts == 2
+    assert not await store.save_claimed(sent, claimed=claimed)
+    assert await store.save_claimed(
+        ledger.settle(again, Accepted("q2"), now=NOW, retry=RetryPolicy()), claimed=again
+    )
 
 
 async def test_claim_due_skips_rows_locked_elsewhere(sender_pool: asyncpg.Pool) -> None:

@@ -10,6 +10,7 @@ from relance_events import Event, new_event
 from relance_events.payloads import ConsentChanged, MessageRequested
 from relance_runtime.clock import FixedClock
 from relance_runtime.errors import BusUnavailable
+from relance_sender.adapters.memory_metrics import CountingMetrics
 from relance_sender.adapters.memory_store import MemorySenderStore
 from relance_sender.domain import ledger
 from relance_sender.domain.outcome import (
@@ -84,6 +85,7 @@ class World:
         self.clock = FixedClock(NOW)
         self.builder = builder
         self.renderer = renderer
+        self.metrics = CountingMetrics()
         self.send = self.sender("worker-a")
 
     def sender(self, owner: str) -> SendMessage:
@@ -97,6 +99,7 @@ class World:
             clock=self.clock,
             owner=owner,
             retry=RetryPolicy(initial=timedelta(minutes=30), horizon=timedelta(days=4)),
+            metrics=self.metrics,
         )
 
 
@@ -260,7 +263,7 @@ async def test_restart_marks_marketing_left_sending_ambiguous(world: World) -> N
     restarted = world.sender("worker-a")
     report = await restarted.recover_interrupted()
     assert (report.ambiguous, report.resend) == (1, 0)
-    assert restarted.metrics.counts["sender.ambiguous"] == 1
+    assert world.metrics.total("ambiguous", channel="email", during="recovery") == 1
     assert await restarted.run_due() == []
     assert (await restarted.handle(make_request("birthday", "wishes"))).kind == "duplicate"
     assert world.email.sent == []
@@ -348,3 +351,24 @@ async def test_suppression_entry_blocks_only_its_shop(world: World) -> None:
     async with world.store.transaction() as tx:
         await tx.suppress(Suppression("other-shop", "email", "zoe@example.org", "hard_bounce", NOW))
     assert (await world.send.handle(make_request("birthday", "wishes"))).kind == "sent"
+
+
+async def test_a_claim_recovered_during_the_send_keeps_the_recoverys_verdict(
+    builder: EmailBuilder, renderer: Renderer
+) -> None:
+    world = World(builder, renderer)
+    other = world.sender("worker-b")
+
+    class SlowSmtp(ScriptedEmail):
+        async def send(self, email: BuiltEmail) -> DeliveryOutcome:
+            world.clock.advance(timedelta(minutes=16))  # past the lease: worker-b recovers
+            assert (await other.recover_interrupted(own=False)).ambiguous == 1
+            return await super().send(email)
+
+    world.email = SlowSmtp()
+    world.send = world.sender("worker-a")
+    result = await world.send.handle(make_request("birthday", "wishes"))
+    assert (result.kind, result.state) == ("busy", "ambiguous")
+    assert world.store.row("m-1").state == "ambiguous"  # type: ignore[union-attr]
+    assert world.metrics.total("lost_claim") == 1 and world.metrics.total("sent") == 0
+    assert "message.sent" not in world.bus.types()

@@ -1,7 +1,8 @@
-"""OpenTelemetry tracing and structured JSON logs carrying trace ids.
+"""OpenTelemetry tracing and metrics, and structured JSON logs carrying trace ids.
 
 W3C trace context travels in the event envelope and in Kafka headers, so one trace spans
-ingest -> segmentation -> orchestrator -> sender.
+ingest -> segmentation -> orchestrator -> sender. Metrics (e.g. the sender's
+`relance.sender.*` counters) go wherever spans go.
 """
 
 from __future__ import annotations
@@ -16,7 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from opentelemetry import context as otel_context
-from opentelemetry import propagate, trace
+from opentelemetry import metrics, propagate, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import (
+    ConsoleMetricExporter,
+    MetricExporter,
+    MetricExportResult,
+    MetricReader,
+    MetricsData,
+    PeriodicExportingMetricReader,
+)
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import (
@@ -68,6 +78,100 @@ class JsonLinesSpanExporter(SpanExporter):
         return None
 
 
+class JsonLinesMetricExporter(MetricExporter):
+    """Appends one JSON object per data point (cumulative sums) to a file."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self._path = path
+
+    def export(
+        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
+    ) -> MetricExportResult:
+        lines = []
+        for resource_metrics in metrics_data.resource_metrics:
+            service = resource_metrics.resource.attributes.get("service.name")
+            for scope in resource_metrics.scope_metrics:
+                for metric in scope.metrics:
+                    for point in metric.data.data_points:
+                        value = getattr(point, "value", None)
+                        record = {
+                            "name": metric.name,
+                            "service": service,
+                            "attributes": dict(point.attributes or {}),
+                            "value": value,
+                            "time_ns": point.time_unix_nano,
+                        }
+                        lines.append(json.dumps(record, default=str))
+        with self._path.open("a") as out:
+            out.write("".join(line + "\n" for line in lines))
+        return MetricExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return True
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        return None
+
+
+def metrics_file(span_file: Path) -> Path:
+    """Where the `file` exporter writes metrics: beside the span file (spans.metrics.jsonl)."""
+    return span_file.with_suffix(".metrics.jsonl")
+
+
+def metrics_endpoint(traces_endpoint: str | None) -> str | None:
+    """The OTLP/HTTP metrics URL beside a traces URL (`.../v1/traces`), else None."""
+    if traces_endpoint and traces_endpoint.rstrip("/").endswith("/v1/traces"):
+        return traces_endpoint.rstrip("/").removesuffix("/v1/traces") + "/v1/metrics"
+    return None
+
+
+def metric_reader(
+    exporter: str,
+    endpoint: str | None = None,
+    *,
+    file: Path | None = None,
+    interval_s: float = 60.0,
+) -> MetricReader | None:
+    """A periodic reader for the exporter that also takes spans; None for `none`.
+
+    OTLP: an endpoint ending in `/v1/traces` becomes `/v1/metrics`; otherwise the
+    OTEL_EXPORTER_OTLP_* variables decide.
+    """
+    metric_exporter: MetricExporter
+    if exporter == "console":
+        metric_exporter = ConsoleMetricExporter(out=sys.stderr)
+    elif exporter == "otlp":
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+
+        target = metrics_endpoint(endpoint)
+        metric_exporter = OTLPMetricExporter(endpoint=target) if target else OTLPMetricExporter()
+    elif exporter == "file":
+        if file is None:
+            raise ValueError("the file exporter needs RELANCE_OTEL_FILE")
+        metric_exporter = JsonLinesMetricExporter(metrics_file(file))
+    else:
+        return None
+    return PeriodicExportingMetricReader(metric_exporter, export_interval_millis=interval_s * 1000)
+
+
+def configure_metrics(
+    service_name: str,
+    exporter: str,
+    endpoint: str | None = None,
+    *,
+    file: Path | None = None,
+    extra_reader: MetricReader | None = None,
+) -> MeterProvider:
+    """Install this process's meter provider (once, from the composition root)."""
+    readers = [r for r in (metric_reader(exporter, endpoint, file=file), extra_reader) if r]
+    provider = MeterProvider(
+        metric_readers=readers, resource=Resource.create({"service.name": service_name})
+    )
+    metrics.set_meter_provider(provider)
+    return provider
+
+
 def configure_tracing(
     service_name: str,
     exporter: str,
@@ -76,7 +180,9 @@ def configure_tracing(
     file: Path | None = None,
     extra_processor: SpanProcessor | None = None,
 ) -> TracerProvider:
-    """Install this process's tracer provider (once, from the composition root)."""
+    """Install this process's tracer provider, and its meter provider with the same
+    exporter (once, from the composition root)."""
+    configure_metrics(service_name, exporter, endpoint, file=file)
     provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
     span_exporter: SpanExporter | None = None
     if exporter == "console":

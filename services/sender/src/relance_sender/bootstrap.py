@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from fastapi import FastAPI
+from opentelemetry import metrics
 
 from relance_events import Event
 from relance_events.payloads import ConsentChanged, MessageRequested
@@ -26,6 +27,7 @@ from relance_runtime.platform import Platform
 from relance_runtime.registry import ServiceName
 from relance_runtime.service import Component
 from relance_runtime.telemetry import event_span
+from relance_sender.adapters.otel_metrics import SENDER_METER, OtelSenderMetrics
 from relance_sender.adapters.postgres_ledger import PostgresSenderStore, PostgresSenderTx
 from relance_sender.failpoints import kill_at
 from relance_sender.http import SenderHttpDeps, build_router
@@ -127,6 +129,8 @@ def build(platform: Platform) -> ServiceComponent:
         publisher=platform.bus,
         clock=platform.clock,
         signer=platform.tokens,
+        # The process's meter provider (RELANCE_OTEL_EXPORTER) exports them.
+        metrics=OtelSenderMetrics(metrics.get_meter(SENDER_METER)),
         failpoint=kill_at(settings.failpoint) if settings.failpoint else None,
     )
     handler = SenderHandler(platform, sender, settings.concurrency)
@@ -146,6 +150,7 @@ def build(platform: Platform) -> ServiceComponent:
     router = build_router(
         SenderHttpDeps(
             inbound_sms=sender.inbound_sms,
+            delivery_reports=sender.delivery_reports,
             public_url=platform.settings.public_url,
             twilio_auth_token=(
                 settings.sms_auth_token if settings.sms_provider == "twilio" else None

@@ -26,9 +26,11 @@ _TRAILING_WSP: Final = re.compile(rb"[ \t]+\r\n")
 
 def relaxed_header(name: bytes, value: bytes) -> bytes:
     """RFC 6376 3.4.2: lower-case name, unfold, collapse whitespace, trim around the colon."""
-    unfolded = _FOLD.sub(b"", value)
-    collapsed = _WSP_RUN.sub(b" ", unfolded).strip(b" ")
-    return name.strip().lower() + b":" + collapsed + b"\r\n"
+    if b"\n" in value:
+        value = _FOLD.sub(b"", value)
+    if b"\t" in value or b"  " in value:
+        value = _WSP_RUN.sub(b" ", value)
+    return name.strip().lower() + b":" + value.strip(b" ") + b"\r\n"
 
 
 def relaxed_body(body: bytes) -> bytes:
@@ -88,17 +90,16 @@ class DkimSigner:
         headers, body = split_message(message)
         body_hash = base64.b64encode(hashlib.sha256(relaxed_body(body)).digest())
         # For each name in h=, the last instance not yet used (RFC 6376 5.4.2).
-        remaining = list(headers)
+        by_name: dict[bytes, list[tuple[bytes, bytes]]] = {}
+        for name, value in headers:
+            by_name.setdefault(name.strip().lower(), []).append((name, value))
         signed_names: list[bytes] = []
         hashed = hashlib.sha256()
         for wanted in self._wanted:
-            for i in range(len(remaining) - 1, -1, -1):
-                name, value = remaining[i]
-                if name.strip().lower() == wanted:
-                    hashed.update(relaxed_header(name, value))
-                    signed_names.append(wanted)
-                    del remaining[i]
-                    break
+            instances = by_name.get(wanted)
+            if instances:
+                hashed.update(relaxed_header(*instances.pop()))
+                signed_names.append(wanted)
         prefix = (
             b" v=1; a=rsa-sha256; c=relaxed/relaxed; d="
             + self._domain

@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import format_datetime, formataddr, parseaddr
+from functools import lru_cache
 from typing import Any, Final
 
 from relance_runtime.tokens import TokenSigner
@@ -86,15 +87,20 @@ class TrackingLinks:
         }
         self._tracking = {**self._common, "pl": request.plan, "st": request.step}
         self._unsubscribe: str | None = None
+        # Both parts link the same URLs: one token per URL.
+        self._clicks: dict[str, str] = {}
 
     def pixel(self) -> str:
         return f"{self._base}/t/o/{self._signer.mint('open', self._tracking)}.gif"
 
     def click(self, url: str) -> str:
-        if not url.startswith(("https://", "http://")):
-            raise RenderError(f"only http(s) links can be tracked: {url!r}")
-        token = self._signer.mint("click", {**self._tracking, "u": url})
-        return f"{self._base}/t/c/{token}"
+        link = self._clicks.get(url)
+        if link is None:
+            if not url.startswith(("https://", "http://")):
+                raise RenderError(f"only http(s) links can be tracked: {url!r}")
+            token = self._signer.mint("click", {**self._tracking, "u": url})
+            link = self._clicks[url] = f"{self._base}/t/c/{token}"
+        return link
 
     def unsubscribe(self) -> str:
         if self._unsubscribe is None:
@@ -129,6 +135,18 @@ def _feedback_part(value: str | None) -> str:
     return _FEEDBACK_UNSAFE.sub("_", value or "none")[:64]
 
 
+@lru_cache(maxsize=16)
+def _date_header(now: datetime) -> bytes:
+    """`Date:` to the second: the messages of one second share it."""
+    return f"Date: {format_datetime(now)}\r\n".encode("ascii")
+
+
+@lru_cache(maxsize=1024)
+def feedback_id(plan: str, step: str, shop_id: str, sender_id: str) -> str:
+    """`plan:step:shop:sender` (Gmail's Feedback-ID), each field cut to a safe token."""
+    return ":".join(_feedback_part(v) for v in (plan, step, shop_id, sender_id))
+
+
 _CRLF_RUN: Final = re.compile(r"[\r\n]+\s*")
 
 
@@ -139,10 +157,16 @@ def _one_line(value: str) -> str:
     return value
 
 
+# What a reader would not show as written: control characters, or text that reads as an
+# RFC 2047 encoded word (readers decode `=?utf-8?q?...?=` even where nobody encoded it).
+_NOT_VERBATIM: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]|=\?")
+
+
 def header(name: str, value: str) -> bytes:
-    """One header line; RFC 2047 (UTF-8) when the value is not plain ASCII or too long."""
+    """One header line; RFC 2047 (UTF-8) when the value is not plain ASCII, is too long,
+    or would not read back as written."""
     value = _one_line(value)
-    if value.isascii() and len(name) + len(value) < 900:
+    if value.isascii() and len(name) + len(value) < 900 and not _NOT_VERBATIM.search(value):
         return f"{name}: {value}\r\n".encode("ascii")
     return f"{name}: {encoded_words(value)}\r\n".encode("ascii")
 
@@ -150,29 +174,45 @@ def header(name: str, value: str) -> bytes:
 def encoded_words(value: str, max_bytes: int = 45) -> str:
     """RFC 2047 `=?utf-8?b?...?=` words (each under 76 characters), folded between words;
     a character's UTF-8 bytes never straddle two words."""
+    data = value.encode("utf-8")
     words: list[str] = []
-    chunk = bytearray()
-    for char in value:
-        encoded = char.encode("utf-8")
-        if len(chunk) + len(encoded) > max_bytes:
-            words.append(base64.b64encode(chunk).decode("ascii"))
-            chunk = bytearray()
-        chunk += encoded
-    if chunk or not words:
-        words.append(base64.b64encode(chunk).decode("ascii"))
+    start, size = 0, len(data)
+    while start < size or not words:
+        end = min(start + max_bytes, size)
+        while end < size and data[end] & 0xC0 == 0x80:  # a continuation byte: back off
+            end -= 1
+        words.append(base64.b64encode(data[start:end]).decode("ascii"))
+        start = end
     return "\r\n ".join(f"=?utf-8?b?{word}?=" for word in words)
 
 
+# A display name stays one encoded word up to this many UTF-8 bytes (the line stays under
+# 998 octets): readers disagree on the space between two words of a name (RFC 2047 says
+# none, the stdlib keeps the fold), so a name is only split when it must be.
+_NAME_WORD_BYTES: Final = 540
+
+
 def address_header(name: str, mailbox: str) -> bytes:
-    """`Display Name <addr>`, the display name quoted or encoded as needed."""
+    """`Display Name <addr>`, the display name quoted, or encoded when not plain ASCII."""
     display, addr = parseaddr(_one_line(mailbox))
-    formatted = formataddr((display, addr), charset="utf-8") if display else addr
-    return f"{name}: {formatted}\r\n".encode()
+    if not display:
+        return f"{name}: {addr}\r\n".encode()
+    if display.isascii() and not _NOT_VERBATIM.search(display):
+        return f"{name}: {formataddr((display, addr))}\r\n".encode()
+    return f"{name}: {encoded_words(display, _NAME_WORD_BYTES)} <{addr}>\r\n".encode()
 
 
 def quoted_printable(text: str) -> bytes:
+    """UTF-8 quoted-printable with CRLF line ends. Line by line: QP encodes each line on
+    its own, and most lines (the layout's) are the same in every message, so they come
+    from a cache."""
     normalised = text.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8")
-    return binascii.b2a_qp(normalised, quotetabs=False, istext=True).replace(b"\n", b"\r\n")
+    return b"\r\n".join(map(_qp_line, normalised.split(b"\n")))
+
+
+@lru_cache(maxsize=4096)
+def _qp_line(line: bytes) -> bytes:
+    return binascii.b2a_qp(line, quotetabs=False, istext=True).replace(b"\n", b"\r\n")
 
 
 def alternative_body(text: str, html: str, boundary: str) -> bytes:
@@ -246,14 +286,6 @@ class EmailBuilder:
         rendered, links = self.render(request)
         marketing = request.purpose == "marketing"
         message_id_header = self.message_id_header(request.message_id)
-        feedback_id = ":".join(
-            (
-                _feedback_part(request.plan),
-                _feedback_part(request.step),
-                _feedback_part(request.shop_id),
-                _feedback_part(self._identity.feedback_sender_id),
-            )
-        )
         # Deterministic, and "=_" can never occur in quoted-printable text.
         boundary = "=_rl_" + hashlib.sha256(request.message_id.encode()).hexdigest()[:32]
         lines = [
@@ -261,9 +293,14 @@ class EmailBuilder:
             f"To: {_one_line(to)}\r\n".encode(),
             self._reply_to,
             header("Subject", rendered.subject),
-            f"Date: {format_datetime(now)}\r\n".encode("ascii"),
+            _date_header(now.replace(microsecond=0)),
             header("Message-ID", message_id_header),
-            header("Feedback-ID", feedback_id),
+            header(
+                "Feedback-ID",
+                feedback_id(
+                    request.plan, request.step, request.shop_id, self._identity.feedback_sender_id
+                ),
+            ),
         ]
         if marketing:
             lines.append(header("List-Unsubscribe", f"<{links.unsubscribe()}>"))

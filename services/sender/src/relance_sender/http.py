@@ -1,4 +1,5 @@
-"""HTTP endpoints of the sender: the inbound SMS webhook of the SMS provider."""
+"""HTTP endpoints of the sender: the SMS provider's webhooks (inbound messages, delivery
+reports)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ from dataclasses import dataclass
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from relance_sender.adapters.sms_http import parse_twilio_inbound
+from relance_sender.adapters.sms_http import parse_twilio_inbound, parse_twilio_status
 from relance_sender.errors import InvalidRecipient, InvalidWebhook
-from relance_sender.services import HandleInboundSms
+from relance_sender.services import HandleInboundSms, RecordDeliveryReport
+from relance_sender.wiring import TWILIO_STATUS_PATH
 
 log = logging.getLogger("relance_sender")
 
@@ -20,6 +22,7 @@ EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 @dataclass(frozen=True, slots=True)
 class SenderHttpDeps:
     inbound_sms: HandleInboundSms
+    delivery_reports: RecordDeliveryReport
     public_url: str
     # Twilio signs webhooks with the account's auth token; None: the endpoint is off.
     twilio_auth_token: str | None
@@ -32,6 +35,15 @@ def _error(status: int, field: str, reason: str) -> JSONResponse:
 def build_router(deps: SenderHttpDeps) -> APIRouter:
     router = APIRouter(tags=["sender"])
 
+    async def signed_form(request: Request) -> tuple[dict[str, str], str]:
+        """The form fields, and the URL Twilio signed: our public base, this path and query."""
+        form = await request.form()
+        params = {key: value for key, value in form.items() if isinstance(value, str)}
+        url = deps.public_url.rstrip("/") + request.url.path
+        if request.url.query:
+            url += "?" + request.url.query
+        return params, url
+
     @router.post(
         "/v1/sms/inbound/twilio/{shop_id}",
         summary="Twilio inbound SMS webhook: STOP / ARRET / UNSUBSCRIBE and START",
@@ -40,12 +52,7 @@ def build_router(deps: SenderHttpDeps) -> APIRouter:
     async def twilio_inbound(shop_id: str, request: Request) -> Response:
         if deps.twilio_auth_token is None:
             return _error(404, "provider", "no Twilio account is configured")
-        form = await request.form()
-        params = {key: value for key, value in form.items() if isinstance(value, str)}
-        # Twilio signs the URL it called: our public base plus this path and query.
-        url = deps.public_url.rstrip("/") + request.url.path
-        if request.url.query:
-            url += "?" + request.url.query
+        params, url = await signed_form(request)
         try:
             inbound = parse_twilio_inbound(
                 auth_token=deps.twilio_auth_token,
@@ -66,5 +73,31 @@ def build_router(deps: SenderHttpDeps) -> APIRouter:
             return _error(400, "From", str(exc))
         log.info("inbound sms", extra={"shop_id": shop_id, "action": action})
         return Response(EMPTY_TWIML, media_type="text/xml")
+
+    @router.post(
+        TWILIO_STATUS_PATH,
+        summary="Twilio delivery reports (StatusCallback): message.delivered or a bounce",
+        response_model=None,
+    )
+    async def twilio_status(request: Request, m: str = "") -> Response:
+        if deps.twilio_auth_token is None:
+            return _error(404, "provider", "no Twilio account is configured")
+        params, url = await signed_form(request)
+        try:
+            report = parse_twilio_status(
+                auth_token=deps.twilio_auth_token,
+                url=url,
+                params=params,
+                signature=request.headers.get("x-twilio-signature"),
+            )
+        except InvalidWebhook as exc:
+            return _error(403, "X-Twilio-Signature", str(exc))
+        if not m:
+            return _error(400, "m", "the message id is missing from the callback URL")
+        action = "ignored"
+        if report is not None:
+            action = await deps.delivery_reports.handle(message_id=m, report=report)
+        log.info("sms delivery report", extra={"message_id": m, "action": action})
+        return Response(status_code=204)
 
     return router

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Literal, Protocol
 
 from relance_sender.domain.ledger import Channel, LedgerRow, Purpose
 from relance_sender.domain.outcome import DeliveryOutcome
@@ -83,6 +83,12 @@ class SenderTx(Protocol):
         self, shop_id: str, contact_key: str, channel: Channel, purpose: Purpose
     ) -> ConsentRecord | None: ...
 
+    async def send_checks(
+        self, shop_id: str, contact_key: str, channel: Channel, purpose: Purpose, address: str
+    ) -> tuple[Suppression | None, ConsentRecord | None]:
+        """`suppression(...)` and `consent(...)` together: one read before every send."""
+        ...
+
     async def record_consent(self, record: ConsentRecord) -> bool:
         """Keep the record if it is newer than what is stored; True when it was kept."""
         ...
@@ -91,10 +97,39 @@ class SenderTx(Protocol):
 class SenderStore(Protocol):
     def transaction(self) -> AbstractAsyncContextManager[SenderTx]: ...
 
+    async def save_claimed(self, row: LedgerRow, *, claimed: LedgerRow) -> bool:
+        """Save `row`, on its own, if the ledger still holds the claim `claimed` (state
+        `sending`, same owner and attempt); False when recovery took it over. One statement
+        for the usual end of a send."""
+        ...
+
+
+# What happened to a message, once per message and attempt (see the README's metrics table).
+SendMetric = Literal[
+    "sent",
+    "delivered",
+    "failed",
+    "bounced",
+    "ambiguous",
+    "suppressed",
+    "deferred",
+    "duplicate",
+    "recovered_for_resend",
+    "lost_claim",
+]
+
+
+class SenderMetrics(Protocol):
+    """Counters of send outcomes, by channel and a label or two (cause, kind, reason)."""
+
+    def count(self, metric: SendMetric, channel: Channel, **labels: str) -> None: ...
+
 
 __all__ = [
     "EmailTransport",
     "OutgoingSms",
+    "SendMetric",
+    "SenderMetrics",
     "SenderStore",
     "SenderTx",
     "SmsTransport",

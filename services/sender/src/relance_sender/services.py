@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, assert_never
 
 from relance_events import Event, deterministic_id, new_event
 from relance_events.payloads import (
     ConsentChanged,
     MessageBounced,
+    MessageDelivered,
     MessageFailed,
     MessageRequested,
     MessageSent,
@@ -25,16 +25,22 @@ from relance_events.payloads import (
 )
 from relance_runtime.bus.ports import Publisher
 from relance_runtime.clock import Clock
+from relance_sender.adapters.memory_metrics import CountingMetrics
 from relance_sender.domain import ledger
 from relance_sender.domain.keywords import keyword_intent
-from relance_sender.domain.ledger import TERMINAL, LedgerRow, SendState
+from relance_sender.domain.ledger import TERMINAL, Channel, LedgerRow, SendState
 from relance_sender.domain.outcome import (
+    TWILIO_OPTED_OUT,
     Accepted,
     Ambiguous,
+    BounceKind,
     Deferred,
+    Delivered,
     DeliveryOutcome,
+    DeliveryReport,
     Rejected,
     RetryPolicy,
+    Undelivered,
 )
 from relance_sender.domain.policy import (
     Blocked,
@@ -46,7 +52,15 @@ from relance_sender.domain.policy import (
 from relance_sender.domain.request import SendRequest
 from relance_sender.email_message import BuiltEmail, EmailBuilder
 from relance_sender.errors import InvalidRecipient, RenderError
-from relance_sender.ports import EmailTransport, OutgoingSms, SenderStore, SenderTx, SmsTransport
+from relance_sender.ports import (
+    EmailTransport,
+    OutgoingSms,
+    SenderMetrics,
+    SenderStore,
+    SenderTx,
+    SendMetric,
+    SmsTransport,
+)
 from relance_sender.recipients import is_french_number, normalize_phone, recipient_address
 from relance_sender.rendering.renderer import Renderer
 
@@ -75,13 +89,15 @@ class RecoveryReport:
 
 
 @dataclass
-class SenderMetrics:
-    """Counters the composition root exports (e.g. to OpenTelemetry)."""
+class _Effects:
+    """What a transaction decided besides its writes: status events to publish and counts
+    to add, both only once it committed."""
 
-    counts: Counter[str] = field(default_factory=Counter)
+    events: list[Event[Any]] = field(default_factory=list)
+    counts: list[tuple[SendMetric, Channel, dict[str, str]]] = field(default_factory=list)
 
-    def add(self, name: str, value: int = 1) -> None:
-        self.counts[name] += value
+    def count(self, metric: SendMetric, channel: Channel, **labels: str) -> None:
+        self.counts.append((metric, channel, labels))
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +149,7 @@ class SendMessage:
         self._owner = owner
         self._retry = retry or RetryPolicy()
         self._lease = sending_lease
-        self.metrics = metrics or SenderMetrics()
+        self.metrics: SenderMetrics = metrics or CountingMetrics()
 
     async def handle_event(self, event: Event[MessageRequested]) -> SendResult:
         return await self.handle(SendRequest.from_event(event))
@@ -142,39 +158,39 @@ class SendMessage:
         """Send one requested message at most once; a redelivery of a settled one only
         republishes its status event (same event id, consumers dedupe)."""
         now = self._clock.now()
-        events: list[Event[Any]] = []
+        effects = _Effects()
         prepared: _Prepared | None = None
         async with self._store.transaction() as tx:
-            row = await tx.lock(request.message_id)
-            if row is None:
-                row = ledger.new_row(
-                    message_id=request.message_id,
-                    shop_id=request.shop_id,
-                    contact_key=request.contact_key,
-                    channel=request.channel,
-                    purpose=request.purpose,
-                    plan=request.plan,
-                    step=request.step,
-                    now=now,
-                    request=request.to_json(),
-                )
-                if not await tx.insert(row):
-                    locked = await tx.lock(request.message_id)
-                    assert locked is not None
-                    row = locked
+            # Insert first: a new message (the usual case) is then inserted and locked in
+            # one statement; only a redelivery reads the row it collided with.
+            row = ledger.new_row(
+                message_id=request.message_id,
+                shop_id=request.shop_id,
+                contact_key=request.contact_key,
+                channel=request.channel,
+                purpose=request.purpose,
+                plan=request.plan,
+                step=request.step,
+                now=now,
+                request=request.to_json(),
+            )
+            if not await tx.insert(row):
+                locked = await tx.lock(request.message_id)
+                assert locked is not None
+                row = locked
             duplicate = row.state in TERMINAL
             if duplicate:
-                self.metrics.add("sender.duplicate_requests")
-                self._republish(row, events)
+                effects.count("duplicate", row.channel)
+                self._republish(row, effects.events)
             elif row.state == "sending" or not ledger.is_due(row, now):
                 return SendResult(row.message_id, "busy", row.state)
             else:
-                prepared, row = await self._prepare(tx, row, request, now, events)
+                prepared, row = await self._prepare(tx, row, request, now, effects)
         if duplicate:
-            await self._publish(events)
+            await self._committed(effects)
             return SendResult(row.message_id, "duplicate", row.state, row.last_error)
         if prepared is None:
-            await self._publish(events)
+            await self._committed(effects)
             return SendResult(row.message_id, "failed", row.state, row.last_error)
         return await self._deliver_and_settle(prepared)
 
@@ -183,18 +199,19 @@ class SendMessage:
         transactional mail). Call it periodically."""
         now = self._clock.now()
         batch: list[_Prepared] = []
-        events: list[Event[Any]] = []
+        effects = _Effects()
         async with self._store.transaction() as tx:
             for row in await tx.claim_due(now, limit):
                 if row.request is None:
                     await tx.save(ledger.block(row, reason="no stored request to retry", now=now))
+                    effects.count("failed", row.channel, cause="no_request")
                     continue
                 prepared, _ = await self._prepare(
-                    tx, row, SendRequest.from_json(row.request), now, events
+                    tx, row, SendRequest.from_json(row.request), now, effects
                 )
                 if prepared is not None:
                     batch.append(prepared)
-        await self._publish(events)
+        await self._committed(effects)
         return list(await asyncio.gather(*(self._deliver_and_settle(p) for p in batch)))
 
     async def recover_interrupted(self, *, limit: int = 1000, own: bool = True) -> RecoveryReport:
@@ -212,19 +229,21 @@ class SendMessage:
                 lease_expired_before=now - self._lease,
                 limit=limit,
             )
-            for row in rows:
-                recovered = ledger.recover(row, now=now)
-                await tx.save(recovered)
-                if recovered.state == "ambiguous":
-                    ambiguous += 1
-                    log.warning(
-                        "message left sending by a crash; not resent",
-                        extra={"message_id": row.message_id, "plan": row.plan},
-                    )
-                else:
-                    resend += 1
-        self.metrics.add("sender.ambiguous", ambiguous)
-        self.metrics.add("sender.recovered_for_resend", resend)
+            recovered = [ledger.recover(row, now=now) for row in rows]
+            for row in recovered:
+                await tx.save(row)
+        # Counted once the transaction committed: a rolled-back recovery happens again.
+        for row in recovered:
+            if row.state == "ambiguous":
+                ambiguous += 1
+                self.metrics.count("ambiguous", row.channel, during="recovery")
+                log.warning(
+                    "message left sending by a crash; not resent",
+                    extra={"message_id": row.message_id, "plan": row.plan},
+                )
+            else:
+                resend += 1
+                self.metrics.count("recovered_for_resend", row.channel)
         return RecoveryReport(ambiguous=ambiguous, resend=resend)
 
     # --- steps ------------------------------------------------------------------------
@@ -235,34 +254,37 @@ class SendMessage:
         row: LedgerRow,
         request: SendRequest,
         now: datetime,
-        events: list[Event[Any]],
+        effects: _Effects,
     ) -> tuple[_Prepared | None, LedgerRow]:
         """Checks and render inside the claiming transaction: an unsubscribe committed
         before this transaction is always seen, and the claim commits before any send."""
 
-        async def fail(reason: str) -> tuple[None, LedgerRow]:
-            failed = ledger.block(row, reason=reason, now=now)
+        async def fail(why: str, metric: SendMetric, **labels: str) -> tuple[None, LedgerRow]:
+            failed = ledger.block(row, reason=why, now=now)
             await tx.save(failed)
-            events.append(self._failed_event(failed, reason, now))
-            self.metrics.add("sender.blocked")
+            effects.events.append(self._failed_event(failed, why, now))
+            effects.count(metric, row.channel, **labels)
             return None, failed
 
         if request.expired(now):
-            return await fail("expired: not_after passed before the send")
+            return await fail(
+                "expired: not_after passed before the send", "failed", cause="expired"
+            )
         try:
             address = recipient_address(request.channel, request.contact)
         except InvalidRecipient as exc:
-            return await fail(f"invalid recipient: {exc}")
+            return await fail(f"invalid recipient: {exc}", "failed", cause="recipient")
+        suppression, consent = await tx.send_checks(
+            request.shop_id, request.contact_key, request.channel, request.purpose, address
+        )
         decision = may_send(
             channel=request.channel,
             purpose=request.purpose,
-            suppression=await tx.suppression(request.shop_id, request.channel, address),
-            consent=await tx.consent(
-                request.shop_id, request.contact_key, request.channel, request.purpose
-            ),
+            suppression=suppression,
+            consent=consent,
         )
         if isinstance(decision, Blocked):
-            return await fail(decision.reason)
+            return await fail(decision.reason, "suppressed", reason=decision.cause)
         email: BuiltEmail | None = None
         sms: OutgoingSms | None = None
         try:
@@ -278,7 +300,7 @@ class SendMessage:
                 "render failed",
                 extra={"message_id": request.message_id, "template": exc.template},
             )
-            return await fail(f"render error: {exc}")
+            return await fail(f"render error: {exc}", "failed", cause="render")
         claimed = ledger.claim(row, now=now, owner=self._owner, address=address)
         await tx.save(claimed)
         return _Prepared(claimed, request, email, sms), claimed
@@ -305,76 +327,68 @@ class SendMessage:
         if isinstance(outcome, Accepted) and prepared.email is not None:
             self._hit("after_smtp_250")
         now = self._clock.now()
-        events: list[Event[Any]] = []
-        async with self._store.transaction() as tx:
-            row = await tx.lock(prepared.row.message_id)
-            if row is None or row.state != "sending" or row.owner != self._owner:
-                # Recovery took it over meanwhile (lease ran out): its verdict stands.
-                self.metrics.add("sender.lost_claim")
-                state: SendState = row.state if row is not None else "failed"
-                return SendResult(prepared.row.message_id, "busy", state)
-            settled = ledger.settle(row, outcome, now=now, retry=self._retry)
-            await tx.save(settled)
-            await self._after_outcome(tx, settled, outcome, now, events)
+        claimed = prepared.row
+        # Unchanged since the claim (the save below checks it), so settling our copy is
+        # settling the ledger's.
+        settled = ledger.settle(claimed, outcome, now=now, retry=self._retry)
+        effects = _Effects()
+        self._status(settled, outcome, now, effects)
+        if isinstance(outcome, Rejected) and outcome.bounce is not None:
+            # The bounce writes the suppression list too: one transaction for both.
+            async with self._store.transaction() as tx:
+                row = await tx.lock(claimed.message_id)
+                if not _still_claimed(row, claimed):
+                    return self._lost_claim(claimed, row)
+                await tx.save(settled)
+                await record_bounce(
+                    tx,
+                    settled,
+                    outcome.bounce,
+                    outcome.code,
+                    suppress_now=outcome.suppress,
+                    now=now,
+                    effects=effects,
+                    opt_out=settled.channel == "sms" and outcome.suppress,
+                )
+        elif not await self._store.save_claimed(settled, claimed=claimed):
+            async with self._store.transaction() as tx:
+                return self._lost_claim(claimed, await tx.lock(claimed.message_id))
         self._hit("after_ledger_commit")
-        await self._publish(events)
+        await self._committed(effects)
         return self._result(settled, outcome)
 
-    async def _after_outcome(
-        self,
-        tx: SenderTx,
-        row: LedgerRow,
-        outcome: DeliveryOutcome,
-        now: datetime,
-        events: list[Event[Any]],
+    def _lost_claim(self, claimed: LedgerRow, row: LedgerRow | None) -> SendResult:
+        """Recovery took the row over meanwhile (its lease ran out): its verdict stands."""
+        self.metrics.count("lost_claim", claimed.channel)
+        state: SendState = row.state if row is not None else "failed"
+        return SendResult(claimed.message_id, "busy", state)
+
+    def _status(
+        self, row: LedgerRow, outcome: DeliveryOutcome, now: datetime, effects: _Effects
     ) -> None:
+        """The status event and counts of a settled attempt (a bounce adds its own)."""
+        events = effects.events
         match outcome:
             case Accepted():
-                self.metrics.add(f"sender.sent.{row.channel}")
+                effects.count("sent", row.channel)
                 events.append(self._sent_event(row, now))
-            case Rejected(reason=reason, code=code, bounce=bounce, suppress=suppress_now):
-                self.metrics.add(f"sender.failed.{row.channel}")
+            case Rejected(reason=reason):
+                effects.count("failed", row.channel, cause="refused")
                 events.append(self._failed_event(row, reason, now))
-                if bounce is not None and row.address is not None:
-                    bounces = 0
-                    if not suppress_now:
-                        bounces = await tx.count_soft_bounce(
-                            row.shop_id, row.channel, row.address, now
-                        )
-                    reason_code = suppression_for_bounce(suppress_now=suppress_now, bounces=bounces)
-                    if reason_code is not None:
-                        if row.channel == "sms" and suppress_now:
-                            reason_code = "provider_opt_out"
-                        await tx.suppress(
-                            Suppression(row.shop_id, row.channel, row.address, reason_code, now)
-                        )
-                    events.append(
-                        _event(
-                            MessageBounced(
-                                message_id=row.message_id,
-                                channel=row.channel,
-                                kind=bounce,
-                                code=code,
-                                address=row.address,
-                            ),
-                            row,
-                            now,
-                        )
-                    )
             case Deferred(reason=reason):
                 if row.state == "failed":
-                    self.metrics.add(f"sender.failed.{row.channel}")
+                    effects.count("failed", row.channel, cause="gave_up")
                     events.append(self._failed_event(row, row.last_error or reason, now))
                 else:
-                    self.metrics.add("sender.deferred")
+                    effects.count("deferred", row.channel)
             case Ambiguous(reason=reason):
-                self.metrics.add("sender.ambiguous")
+                effects.count("ambiguous", row.channel, during="delivery")
                 log.warning(
                     "delivery outcome unknown; not resent",
                     extra={"message_id": row.message_id, "reason": reason},
                 )
             case _:
-                raise AssertionError(outcome)
+                assert_never(outcome)
 
     def _result(self, row: LedgerRow, outcome: DeliveryOutcome) -> SendResult:
         match row.state:
@@ -423,9 +437,122 @@ class SendMessage:
         elif row.state == "failed":
             events.append(self._failed_event(row, row.last_error or "failed", row.updated_at))
 
+    async def _committed(self, effects: _Effects) -> None:
+        """After the commit: count, then publish (a bus failure leaves the counts right)."""
+        for metric, channel, labels in effects.counts:
+            self.metrics.count(metric, channel, **labels)
+        await self._publish(effects.events)
+
     async def _publish(self, events: Sequence[Event[Any]]) -> None:
         if events:
             await self._publisher.publish(events)
+
+
+def _still_claimed(row: LedgerRow | None, claimed: LedgerRow) -> bool:
+    return (
+        row is not None
+        and row.state == "sending"
+        and row.owner == claimed.owner
+        and row.attempts == claimed.attempts
+    )
+
+
+async def record_bounce(
+    tx: SenderTx,
+    row: LedgerRow,
+    kind: BounceKind,
+    code: str | None,
+    *,
+    suppress_now: bool,
+    opt_out: bool,
+    now: datetime,
+    effects: _Effects,
+) -> None:
+    """`message.bounced`, and the address suppressed at once (`suppress_now`) or after
+    repeated soft bounces; `opt_out`: the provider says its owner opted out."""
+    if row.address is None:
+        return
+    bounces = 0
+    if not suppress_now:
+        bounces = await tx.count_soft_bounce(row.shop_id, row.channel, row.address, now)
+    reason = suppression_for_bounce(suppress_now=suppress_now, bounces=bounces)
+    if reason is not None:
+        if opt_out:
+            reason = "provider_opt_out"
+        await tx.suppress(Suppression(row.shop_id, row.channel, row.address, reason, now))
+    effects.count("bounced", row.channel, kind=kind)
+    bounced = MessageBounced(
+        message_id=row.message_id, channel=row.channel, kind=kind, code=code, address=row.address
+    )
+    effects.events.append(_event(bounced, row, now))
+
+
+DeliveryReportAction = Literal["delivered", "bounced", "ignored"]
+
+
+class RecordDeliveryReport:
+    """A provider's delivery report on a message it accepted (Twilio's StatusCallback):
+    `message.delivered`, or a bounce (a dead or opted-out number is suppressed, soft ones
+    count towards the repeated-bounce limit). Providers repeat reports: a repeat changes
+    nothing and republishes the same event id."""
+
+    def __init__(
+        self,
+        *,
+        store: SenderStore,
+        publisher: Publisher,
+        clock: Clock,
+        metrics: SenderMetrics | None = None,
+    ) -> None:
+        self._store = store
+        self._publisher = publisher
+        self._clock = clock
+        self.metrics: SenderMetrics = metrics or CountingMetrics()
+
+    async def handle(self, *, message_id: str, report: DeliveryReport) -> DeliveryReportAction:
+        now = self._clock.now()
+        effects = _Effects()
+        action: DeliveryReportAction = "ignored"
+        async with self._store.transaction() as tx:
+            row = await tx.lock(message_id)
+            if row is None or row.state not in ("sent", "ambiguous"):
+                return "ignored"
+            match report:
+                case Delivered():
+                    delivered = MessageDelivered(message_id=row.message_id, channel=row.channel)
+                    effects.events.append(_event(delivered, row, now))
+                    effects.count("delivered", row.channel)
+                    action = "delivered"
+                case Undelivered(reason=reason, code=code, bounce=kind, suppress=suppress_now):
+                    action = "bounced"
+                    if row.last_error == reason:  # this very report, again: republish only
+                        bounced = MessageBounced(
+                            message_id=row.message_id,
+                            channel=row.channel,
+                            kind=kind,
+                            code=code,
+                            address=row.address,
+                        )
+                        effects.events.append(_event(bounced, row, now))
+                    else:
+                        await tx.save(ledger.note_undelivered(row, reason=reason, now=now))
+                        await record_bounce(
+                            tx,
+                            row,
+                            kind,
+                            code,
+                            suppress_now=suppress_now,
+                            now=now,
+                            effects=effects,
+                            opt_out=code == str(TWILIO_OPTED_OUT),
+                        )
+                case _:
+                    assert_never(report)
+        for metric, channel, labels in effects.counts:
+            self.metrics.count(metric, channel, **labels)
+        if effects.events:
+            await self._publisher.publish(effects.events)
+        return action
 
 
 def consent_record(event: Event[ConsentChanged]) -> ConsentRecord:

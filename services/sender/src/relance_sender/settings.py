@@ -12,7 +12,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class SenderSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="RELANCE_SENDER_", extra="ignore", frozen=True)
+    # populate_by_name: `SenderSettings(smtp_url=...)` sets the field; without it, a field
+    # with an alias silently ignores its own name and mail would go to the outbox.
+    model_config = SettingsConfigDict(
+        env_prefix="RELANCE_SENDER_", extra="ignore", frozen=True, populate_by_name=True
+    )
 
     smtp_url: str | None = Field(
         default=None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Final
 
 from relance_runtime.bus.ports import Publisher
 from relance_runtime.clock import Clock
@@ -24,15 +25,19 @@ from relance_sender.adapters.sms_http import (
 from relance_sender.adapters.smtp import SmtpConfig, SmtpTransport
 from relance_sender.domain.outcome import RetryPolicy
 from relance_sender.email_message import DkimKey, EmailBuilder, SenderIdentity
-from relance_sender.ports import EmailTransport, SenderStore, SmsTransport
+from relance_sender.ports import EmailTransport, SenderMetrics, SenderStore, SmsTransport
 from relance_sender.rendering.renderer import Renderer, ShopProfile, SocialProfile
 from relance_sender.services import (
     FailpointHook,
     HandleInboundSms,
     RecordConsent,
+    RecordDeliveryReport,
     SendMessage,
 )
 from relance_sender.settings import SenderSettings
+
+# Where Twilio posts delivery reports (the route is in `http.py`).
+TWILIO_STATUS_PATH: Final = "/v1/sms/status/twilio"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +45,7 @@ class Sender:
     send: SendMessage
     consent: RecordConsent
     inbound_sms: HandleInboundSms
+    delivery_reports: RecordDeliveryReport
     email_transport: EmailTransport
     sms_transport: SmsTransport
 
@@ -95,6 +101,7 @@ def sms_transport(settings: SenderSettings, clock: Clock) -> SmsTransport:
                     auth_token=settings.sms_auth_token,
                     sender=settings.sms_from,
                     base_url=settings.sms_url or "https://api.twilio.com",
+                    status_callback=f"{settings.public_url.rstrip('/')}{TWILIO_STATUS_PATH}",
                 )
             )
         case "json":
@@ -130,10 +137,12 @@ def build_sender(
     publisher: Publisher,
     clock: Clock,
     signer: TokenSigner | None = None,
+    metrics: SenderMetrics | None = None,
     failpoint: FailpointHook | None = None,
 ) -> Sender:
-    """`signer` defaults to one built from `RELANCE_TOKEN_KEYS` (pass the platform's);
-    `failpoint` is the kill tests' hook (see `relance_sender.failpoints`)."""
+    """`signer` defaults to one built from `RELANCE_TOKEN_KEYS` (pass the platform's),
+    `metrics` to counters in memory; `failpoint` is the kill tests' hook (see
+    `relance_sender.failpoints`)."""
     renderer = Renderer(shop=shop_profile(settings), default_locale=settings.default_locale)
     emails = EmailBuilder(
         renderer=renderer,
@@ -165,12 +174,16 @@ def build_sender(
             horizon=timedelta(seconds=settings.retry_horizon_s),
         ),
         sending_lease=timedelta(seconds=settings.sending_lease_s),
+        metrics=metrics,
         failpoint=failpoint,
     )
     return Sender(
         send=send,
         consent=RecordConsent(store),
         inbound_sms=HandleInboundSms(store=store, publisher=publisher, clock=clock),
+        delivery_reports=RecordDeliveryReport(
+            store=store, publisher=publisher, clock=clock, metrics=send.metrics
+        ),
         email_transport=mail,
         sms_transport=sms,
     )

@@ -113,6 +113,14 @@ class MemoryTx:
     ) -> ConsentRecord | None:
         return self.t.consents.get((shop_id, contact_key, channel, purpose))
 
+    async def send_checks(
+        self, shop_id: str, contact_key: str, channel: Channel, purpose: Purpose, address: str
+    ) -> tuple[Suppression | None, ConsentRecord | None]:
+        return (
+            await self.suppression(shop_id, channel, address),
+            await self.consent(shop_id, contact_key, channel, purpose),
+        )
+
     async def record_consent(self, record: ConsentRecord) -> bool:
         key = (record.shop_id, record.contact_key, record.channel, record.purpose)
         if not newer_consent(self.t.consents.get(key), record):
@@ -135,6 +143,19 @@ class MemorySenderStore:
             except BaseException:
                 tx.rollback()
                 raise
+
+    async def save_claimed(self, row: LedgerRow, *, claimed: LedgerRow) -> bool:
+        async with self._lock:
+            current = self.tables.ledger.get(row.message_id)
+            if (
+                current is None
+                or current.state != "sending"
+                or current.owner != claimed.owner
+                or current.attempts != claimed.attempts
+            ):
+                return False
+            self.tables.ledger[row.message_id] = row
+            return True
 
     def row(self, message_id: str) -> LedgerRow | None:
         return self.tables.ledger.get(message_id)

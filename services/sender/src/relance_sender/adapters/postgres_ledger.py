@@ -72,6 +72,28 @@ def _values(row: LedgerRow) -> tuple[Any, ...]:
     )
 
 
+_SAVE: Final = (
+    "UPDATE sender_ledger SET state=$2, attempts=$3, updated_at=$4, first_attempt_at=$5,"
+    " next_attempt_at=$6, owner=$7, address=$8, provider_message_id=$9, last_error=$10"
+    " WHERE message_id=$1"
+)
+
+
+def _save_args(row: LedgerRow) -> tuple[Any, ...]:
+    return (
+        row.message_id,
+        row.state,
+        row.attempts,
+        row.updated_at,
+        row.first_attempt_at,
+        row.next_attempt_at,
+        row.owner,
+        row.address,
+        row.provider_message_id,
+        row.last_error,
+    )
+
+
 class PostgresSenderTx:
     def __init__(self, conn: asyncpg.Connection | PoolConnectionProxy) -> None:
         self._conn = conn
@@ -92,21 +114,7 @@ class PostgresSenderTx:
         return bool(status.endswith(" 1"))
 
     async def save(self, row: LedgerRow) -> None:
-        await self._conn.execute(
-            "UPDATE sender_ledger SET state=$2, attempts=$3, updated_at=$4, first_attempt_at=$5,"
-            " next_attempt_at=$6, owner=$7, address=$8, provider_message_id=$9, last_error=$10"
-            " WHERE message_id=$1",
-            row.message_id,
-            row.state,
-            row.attempts,
-            row.updated_at,
-            row.first_attempt_at,
-            row.next_attempt_at,
-            row.owner,
-            row.address,
-            row.provider_message_id,
-            row.last_error,
-        )
+        await self._conn.execute(_SAVE, *_save_args(row))
 
     async def claim_due(self, now: datetime, limit: int) -> Sequence[LedgerRow]:
         records = await self._conn.fetch(
@@ -203,6 +211,34 @@ class PostgresSenderTx:
             return None
         return ConsentRecord(shop_id, contact_key, channel, purpose, record["status"], record["at"])
 
+    async def send_checks(
+        self, shop_id: str, contact_key: str, channel: Channel, purpose: Purpose, address: str
+    ) -> tuple[Suppression | None, ConsentRecord | None]:
+        record = await self._conn.fetchrow(
+            "SELECT s.reason, s.at AS suppressed_at, c.status, c.at AS consent_at"
+            " FROM (VALUES (1)) AS one (x)"
+            " LEFT JOIN sender_suppressions s"
+            "  ON s.shop_id = $1 AND s.channel = $2 AND s.address = $3"
+            " LEFT JOIN sender_consents c"
+            "  ON c.shop_id = $1 AND c.contact_key = $4 AND c.channel = $2 AND c.purpose = $5",
+            shop_id,
+            channel,
+            address,
+            contact_key,
+            purpose,
+        )
+        assert record is not None  # the VALUES row is always there
+        suppression = consent = None
+        if record["reason"] is not None:
+            suppression = Suppression(
+                shop_id, channel, address, record["reason"], record["suppressed_at"]
+            )
+        if record["status"] is not None:
+            consent = ConsentRecord(
+                shop_id, contact_key, channel, purpose, record["status"], record["consent_at"]
+            )
+        return suppression, consent
+
     async def record_consent(self, record: ConsentRecord) -> bool:
         # Last writer wins by the time the contact acted (see policy.newer_consent).
         status = await self._conn.execute(
@@ -231,3 +267,13 @@ class PostgresSenderStore:
     async def transaction(self) -> AsyncIterator[PostgresSenderTx]:
         async with self._pool.acquire() as conn, conn.transaction():
             yield PostgresSenderTx(conn)
+
+    async def save_claimed(self, row: LedgerRow, *, claimed: LedgerRow) -> bool:
+        # One statement, no BEGIN/COMMIT round trips: the guard is the row's own claim.
+        status = await self._pool.execute(
+            _SAVE + " AND state = 'sending' AND owner = $11 AND attempts = $12",
+            *_save_args(row),
+            claimed.owner,
+            claimed.attempts,
+        )
+        return bool(status == "UPDATE 1")

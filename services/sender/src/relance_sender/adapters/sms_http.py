@@ -11,6 +11,7 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import urlencode
 
 import httpx
 
@@ -19,8 +20,10 @@ from relance_sender.domain.outcome import (
     Ambiguous,
     Deferred,
     DeliveryOutcome,
+    DeliveryReport,
     Rejected,
     classify_twilio_error,
+    classify_twilio_status,
 )
 from relance_sender.errors import InvalidWebhook
 from relance_sender.ports import OutgoingSms
@@ -59,7 +62,9 @@ class TwilioSmsTransport:
         else:
             form["From"] = c.sender
         if c.status_callback:
-            form["StatusCallback"] = c.status_callback
+            # Our message id in the URL: the report finds its message even when the create
+            # call's answer (with the provider's id) was lost.
+            form["StatusCallback"] = f"{c.status_callback}?{urlencode({'m': sms.message_id})}"
         url = f"{c.base_url.rstrip('/')}/2010-04-01/Accounts/{c.account_sid}/Messages.json"
         try:
             response = await self._client.post(
@@ -109,15 +114,22 @@ class InboundSms:
     provider_message_id: str | None
 
 
-def parse_twilio_inbound(
+def verify_twilio_signature(
     *, auth_token: str, url: str, params: Mapping[str, str], signature: str | None
-) -> InboundSms:
-    """Verify and read a Twilio inbound-message webhook (form fields From, To, Body)."""
+) -> None:
+    """Raises InvalidWebhook unless Twilio signed this URL and these form fields."""
     if not signature:
         raise InvalidWebhook("missing X-Twilio-Signature")
     expected = twilio_signature(auth_token, url, params)
     if not hmac.compare_digest(expected, signature):
         raise InvalidWebhook("bad X-Twilio-Signature")
+
+
+def parse_twilio_inbound(
+    *, auth_token: str, url: str, params: Mapping[str, str], signature: str | None
+) -> InboundSms:
+    """Verify and read a Twilio inbound-message webhook (form fields From, To, Body)."""
+    verify_twilio_signature(auth_token=auth_token, url=url, params=params, signature=signature)
     sender = params.get("From")
     if not sender:
         raise InvalidWebhook("inbound SMS without From")
@@ -126,6 +138,18 @@ def parse_twilio_inbound(
         to_number=params.get("To", ""),
         body=params.get("Body", ""),
         provider_message_id=params.get("MessageSid") or params.get("SmsSid"),
+    )
+
+
+def parse_twilio_status(
+    *, auth_token: str, url: str, params: Mapping[str, str], signature: str | None
+) -> DeliveryReport | None:
+    """Verify and read a Twilio status callback (MessageStatus, ErrorCode); None for the
+    statuses on the way to delivery."""
+    verify_twilio_signature(auth_token=auth_token, url=url, params=params, signature=signature)
+    code = params.get("ErrorCode", "")
+    return classify_twilio_status(
+        params.get("MessageStatus", ""), int(code) if code.isdigit() else None
     )
 
 

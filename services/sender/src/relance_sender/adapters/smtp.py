@@ -1,4 +1,4 @@
-"""Email over SMTP with aiosmtplib: a small connection pool and careful reply handling.
+"""Email over SMTP: a small pool of sessions and careful reply handling.
 
 Until the message data is written, any failure is safe to retry (nothing was delivered).
 Once it is written, a broken connection or a timeout is ambiguous (RFC 1047): the server
@@ -8,22 +8,33 @@ may have queued it, so the attempt is reported `Ambiguous`, never retried blindl
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass
+from typing import Final
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiosmtplib
 
 from relance_runtime.errors import ConfigError
+from relance_sender.adapters.smtp_session import (
+    SessionClosed,
+    SessionTransport,
+    SmtpSession,
+    data_payload,
+)
 from relance_sender.domain.outcome import (
     Accepted,
     Ambiguous,
     Deferred,
     DeliveryOutcome,
+    Rejected,
     classify_smtp_reply,
 )
 from relance_sender.email_message import BuiltEmail
 
 _TRUE = {"1", "true", "yes", "on"}
+# As many sessions as RELANCE_SENDER_CONCURRENCY's default sends at once: none waits.
+DEFAULT_POOL: Final = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +46,7 @@ class SmtpConfig:
     use_tls: bool = False
     start_tls: bool | None = None
     validate_certs: bool = True
-    pool_size: int = 4
+    pool_size: int = DEFAULT_POOL
     command_timeout_s: float = 60.0
     # RFC 5321 4.5.3.2.6: wait up to 10 minutes for the reply to the final dot.
     final_reply_timeout_s: float = 600.0
@@ -64,7 +75,7 @@ class SmtpConfig:
                 use_tls=use_tls,
                 start_tls=False if use_tls else start_tls,
                 validate_certs=query.get("verify", "true").lower() in _TRUE,
-                pool_size=int(query.get("pool", "4")),
+                pool_size=int(query.get("pool", DEFAULT_POOL)),
                 command_timeout_s=float(query.get("timeout", "60")),
                 final_reply_timeout_s=float(query.get("data_timeout", "600")),
                 local_hostname=query.get("helo"),
@@ -73,18 +84,26 @@ class SmtpConfig:
             raise ConfigError(f"bad RELANCE_SMTP_URL option: {exc}") from exc
 
 
-_BEFORE_DATA_BROKEN = (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError)
+# Nothing that could end or split a command line, nor the brackets around the address.
+_UNSAFE_ADDRESS: Final = re.compile(r"[\x00-\x1f\x7f<>]")
+
+
+class _BrokenBeforeData(Exception):
+    """The session failed before the message was written: nothing was delivered."""
 
 
 class SmtpTransport:
+    """A pool of SMTP sessions. aiosmtplib opens each one (TLS, STARTTLS, EHLO, AUTH);
+    the transactions then run on `SmtpSession`, pipelined when the server offers it."""
+
     name = "smtp"
 
     def __init__(self, config: SmtpConfig) -> None:
         self._config = config
         self._slots = asyncio.Semaphore(config.pool_size)
-        self._idle: list[aiosmtplib.SMTP] = []
+        self._idle: list[SmtpSession] = []
 
-    async def _connect(self) -> aiosmtplib.SMTP:
+    async def _connect(self) -> SmtpSession:
         c = self._config
         client = aiosmtplib.SMTP(
             hostname=c.host,
@@ -98,77 +117,116 @@ class SmtpTransport:
             local_hostname=c.local_hostname,
         )
         await client.connect()
-        return client
-
-    def _discard(self, client: aiosmtplib.SMTP) -> None:
-        client.close()
+        try:
+            if client.is_ehlo_or_helo_needed:
+                try:
+                    await client.ehlo()
+                except aiosmtplib.SMTPHeloError:
+                    await client.helo()
+            transport: object = client.transport
+            # uvloop's transports are not asyncio.Transport subclasses, only alike.
+            if not isinstance(transport, SessionTransport):
+                raise aiosmtplib.SMTPServerDisconnected("no transport after connecting")
+        except BaseException:
+            client.close()
+            raise
+        return SmtpSession(
+            transport,
+            pipelining=client.supports_extension("pipelining"),
+            smtputf8=client.supports_extension("smtputf8"),
+        )
 
     async def send(self, email: BuiltEmail) -> DeliveryOutcome:
         async with self._slots:
             for _ in range(2):
-                reused = bool(self._idle)
-                if reused:
-                    client = self._idle.pop()
-                else:
+                reused = False
+                while self._idle and not reused:
+                    session = self._idle.pop()
+                    reused = session.usable
+                    if not reused:
+                        session.close()
+                if not reused:
                     try:
-                        client = await self._connect()
+                        session = await self._connect()
                     except aiosmtplib.SMTPResponseException as exc:
                         return classify_smtp_reply(exc.code, exc.message)
                     except (aiosmtplib.SMTPException, OSError) as exc:
                         return Deferred(reason=f"cannot connect: {exc}", code="connect")
-                outcome = await self._transaction(client, email)
-                if outcome is None:
-                    # An idle connection the server had closed: nothing sent, retry fresh.
-                    self._discard(client)
+                try:
+                    outcome = await self._transaction(session, email)
+                except BaseException as exc:
+                    session.close()
+                    if not isinstance(exc, _BrokenBeforeData):
+                        raise
+                    # An idle session the server had closed: nothing sent, retry fresh.
                     if reused:
                         continue
                     return Deferred(reason="connection lost before DATA", code="disconnected")
-                if client.is_connected:
-                    self._idle.append(client)
+                if session.usable:
+                    self._idle.append(session)
+                else:
+                    session.close()
                 return outcome
             return Deferred(reason="connection lost before DATA", code="disconnected")
 
-    async def _transaction(
-        self, client: aiosmtplib.SMTP, email: BuiltEmail
-    ) -> DeliveryOutcome | None:
-        """One MAIL/RCPT/DATA exchange; None when the connection broke before DATA."""
+    async def _transaction(self, session: SmtpSession, email: BuiltEmail) -> DeliveryOutcome:
+        """One MAIL/RCPT/DATA exchange; raises _BrokenBeforeData when nothing was written."""
+        if _UNSAFE_ADDRESS.search(email.envelope_from) or _UNSAFE_ADDRESS.search(email.to):
+            return Rejected(reason="address with a control character or a bracket", code="address")
+        utf8 = not (email.envelope_from.isascii() and email.to.isascii())
+        if utf8 and not session.smtputf8:
+            return Rejected(
+                reason="a non-ASCII address needs SMTPUTF8, which the server does not offer",
+                code="smtputf8",
+            )
         try:
-            await client.mail(email.envelope_from)
-            await client.rcpt(email.to)
-        except aiosmtplib.SMTPResponseException as exc:
-            await self._reset(client, exc.code)
-            return classify_smtp_reply(exc.code, exc.message)
-        except _BEFORE_DATA_BROKEN:
-            return None
+            async with asyncio.timeout(self._config.command_timeout_s):
+                refused = await session.open_data(
+                    email.envelope_from.encode(), email.to.encode(), utf8=utf8
+                )
+        except OSError as exc:  # SessionClosed, a timeout, a reset
+            raise _BrokenBeforeData from exc
+        if refused is not None:
+            await self._reset(session, refused.reply.code)
+            return classify_smtp_reply(refused.reply.code, refused.reply.text)
         try:
-            response = await client.data(email.data, timeout=self._config.final_reply_timeout_s)
-        except aiosmtplib.SMTPResponseException as exc:
-            await self._reset(client, exc.code)
-            return classify_smtp_reply(exc.code, exc.message)
-        except _BEFORE_DATA_BROKEN as exc:
-            self._discard(client)
+            session.write_data(data_payload(email.data))
+        except SessionClosed as exc:
+            raise _BrokenBeforeData from exc
+        try:
+            async with asyncio.timeout(self._config.final_reply_timeout_s):
+                reply = await session.final_reply()
+        except OSError as exc:
+            # The data was written: the server may have queued it (RFC 1047).
+            session.close()
             return Ambiguous(reason=f"connection broken during DATA: {type(exc).__name__}")
+        if reply.code == 421:
+            session.close()
+        if reply.code != 250:
+            return classify_smtp_reply(reply.code, reply.text)
         return Accepted(
-            provider_message_id=_queue_id(response.message),
-            detail=f"{response.code} {response.message}",
+            provider_message_id=_queue_id(reply.text), detail=f"{reply.code} {reply.text}"
         )
 
-    async def _reset(self, client: aiosmtplib.SMTP, code: int) -> None:
-        if code == 421 or not client.is_connected:
-            self._discard(client)
-            return
-        try:
-            await client.rset()
-        except (aiosmtplib.SMTPException, OSError):
-            self._discard(client)
+    async def _reset(self, session: SmtpSession, code: int) -> None:
+        """Ready the session for the next message after a refusal, or drop it."""
+        if code != 421:
+            try:
+                async with asyncio.timeout(self._config.command_timeout_s):
+                    if await session.reset():
+                        return
+            except OSError:
+                pass
+        session.close()
 
     async def close(self) -> None:
         idle, self._idle = self._idle, []
-        for client in idle:
+        for session in idle:
             try:
-                await client.quit()
-            except (aiosmtplib.SMTPException, OSError):
-                client.close()
+                async with asyncio.timeout(self._config.command_timeout_s):
+                    await session.quit()
+            except OSError:
+                session.close()
 
 
 def _queue_id(reply: str) -> str | None:

@@ -192,5 +192,13 @@ def recover(row: LedgerRow, *, now: datetime) -> LedgerRow:
     )
 
 
+def note_undelivered(row: LedgerRow, *, reason: str, now: datetime) -> LedgerRow:
+    """A delivery report said the provider could not deliver what it accepted: the send
+    stays what it was (the provider had it), the reason is kept (and repeats spotted)."""
+    if row.state not in ("sent", "ambiguous"):
+        raise IllegalTransition(f"{row.message_id}: a delivery report for a {row.state} send")
+    return replace(row, last_error=reason, updated_at=now)
+
+
 def is_due(row: LedgerRow, now: datetime) -> bool:
     return row.state == "pending" and (row.next_attempt_at is None or row.next_attempt_at <= now)

@@ -102,6 +102,43 @@ def classify_twilio_error(
 
 
 @dataclass(frozen=True, slots=True)
+class Delivered:
+    """The provider reports the message reached the handset (after accepting it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Undelivered:
+    """The provider accepted the message, then reports it could not deliver it."""
+
+    reason: str
+    code: str | None
+    bounce: BounceKind
+    suppress: bool = False
+
+
+DeliveryReport = Delivered | Undelivered
+
+# Delivery error codes of a number that cannot receive SMS at all (unknown handset,
+# landline, not a mobile number, invalid number).
+_TWILIO_DEAD_NUMBER = frozenset({30005, 30006, 21614, 21211})
+
+
+def classify_twilio_status(status: str, error_code: int | None) -> DeliveryReport | None:
+    """Map a Twilio status callback (MessageStatus, ErrorCode) to a report; None for the
+    statuses on the way (queued, sending, sent...), which settle nothing."""
+    status = status.strip().lower()
+    if status in ("delivered", "read"):
+        return Delivered()
+    if status not in ("undelivered", "failed"):
+        return None
+    label = str(error_code) if error_code is not None else None
+    reason = f"{status}: {label or 'no error code'}"
+    if error_code == TWILIO_OPTED_OUT or error_code in _TWILIO_DEAD_NUMBER:
+        return Undelivered(reason=reason, code=label, bounce="hard", suppress=True)
+    return Undelivered(reason=reason, code=label, bounce="soft")
+
+
+@dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """Exponential backoff between attempts, up to a horizon counted from the first one."""
 

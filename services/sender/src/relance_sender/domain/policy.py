@@ -39,9 +39,13 @@ class Allowed:
     pass
 
 
+BlockCause = SuppressionReason | Literal["consent"]
+
+
 @dataclass(frozen=True, slots=True)
 class Blocked:
     reason: str
+    cause: BlockCause
 
 
 SendDecision = Allowed | Blocked
@@ -61,13 +65,13 @@ def may_send(
     blocks marketing, and marketing SMS needs consent that was granted (CNIL prior consent).
     """
     if suppression is not None:
-        return Blocked(f"suppressed: {suppression.reason}")
+        return Blocked(f"suppressed: {suppression.reason}", suppression.reason)
     if purpose == "transactional":
         return Allowed()
     if consent is not None and consent.status == "denied":
-        return Blocked(f"{channel} marketing consent withdrawn")
+        return Blocked(f"{channel} marketing consent withdrawn", "consent")
     if channel == "sms" and (consent is None or consent.status != "granted"):
-        return Blocked("no sms marketing consent")
+        return Blocked("no sms marketing consent", "consent")
     return Allowed()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from typing import Final
 
 _MONTHS: Final[dict[str, tuple[str, ...]]] = {
@@ -30,6 +31,13 @@ def _as_decimal(value: object) -> Decimal:
 
 
 def format_money(value: object, currency: str, locale: str) -> str:
+    try:
+        return _cached_money(value, currency, locale)
+    except TypeError:  # unhashable: not an amount either, let the parser say so
+        return _format_money(value, currency, locale)
+
+
+def _format_money(value: object, currency: str, locale: str) -> str:
     amount = _as_decimal(value).quantize(Decimal("0.01"))
     symbol = _SYMBOLS.get(currency.upper(), currency.upper())
     sign = "-" if amount < 0 else ""
@@ -41,6 +49,10 @@ def format_money(value: object, currency: str, locale: str) -> str:
     if len(symbol) > 1:
         return f"{sign}{symbol}\u00a0{grouped}.{cents}"
     return f"{sign}{symbol}{grouped}.{cents}"
+
+
+# Typed, so True, 1 and 1.0 never share an entry.
+_cached_money: Final = lru_cache(maxsize=4096, typed=True)(_format_money)
 
 
 def _as_date(value: object) -> date:

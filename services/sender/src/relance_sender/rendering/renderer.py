@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from jinja2 import StrictUndefined, Template, TemplateError
+from jinja2.runtime import new_context
 from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup
 
@@ -94,19 +95,42 @@ class RenderedSms:
     text: str
 
 
+_DICT_ATTRIBUTES: Final = frozenset(dir(dict))
+
+
+class Sandbox(SandboxedEnvironment):
+    """Jinja's sandbox, with `mapping.key` on a plain dict going straight to the item when
+    `key` names no dict attribute: what the sandbox returns anyway, after raising and
+    catching an AttributeError (dozens per email, and the context is all dicts)."""
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if type(obj) is dict and attribute not in _DICT_ATTRIBUTES:
+            try:
+                return obj[attribute]
+            except KeyError:
+                return self.undefined(obj=obj, name=attribute)
+        return super().getattr(obj, attribute)
+
+
 def _environment(locale: str, *, html: bool) -> SandboxedEnvironment:
-    env = SandboxedEnvironment(
-        autoescape=html, undefined=StrictUndefined, keep_trailing_newline=True
-    )
+    env = Sandbox(autoescape=html, undefined=StrictUndefined, keep_trailing_newline=True)
     env.filters["money"] = lambda value, currency="EUR": format_money(value, currency, locale)
     env.filters["date"] = lambda value: format_date(value, locale)
     return env
 
 
+def is_plain_text(source: str) -> bool:
+    """Whether Jinja would render `source` to itself: no delimiter can start (they all open
+    with a brace) and no carriage return (Jinja normalises newlines)."""
+    return "{" not in source and "\r" not in source
+
+
 def _run(template: Template, variables: dict[str, Any]) -> str:
     """`template.render` without copying the variables and the globals on every call
-    (templates here use no globals; they get filters and the variables only)."""
-    context = template.new_context(variables, shared=True)
+    (templates here use no globals; they get filters and the variables only). Without
+    globals, the context also skips collecting their names, which only `{% import %}`
+    reads (and strings have no loader to import from)."""
+    context = new_context(template.environment, template.name, template.blocks, variables, True)
     return template.environment.concat(template.root_render_func(context))
 
 
@@ -127,7 +151,7 @@ class Renderer:
         self._default_locale = default_locale
         self._html = {loc: _environment(loc, html=True) for loc in self._copy}
         self._text = {loc: _environment(loc, html=False) for loc in self._copy}
-        self._compiled: dict[tuple[str, bool, str], Template] = {}
+        self._compiled: dict[tuple[str, bool, str], Template | str] = {}
 
     def locales(self) -> tuple[str, ...]:
         return tuple(self._copy)
@@ -154,14 +178,23 @@ class Renderer:
             template=f"{locale}/{request.plan}/{request.step}/{request.variant}",
         )
 
-    def _template(self, locale: str, html: bool, source: str) -> Template:
+    def _piece(self, locale: str, html: bool, source: str) -> Template | str:
+        """The compiled template, or the source itself when it has no Jinja syntax: such
+        copy renders to itself, and most paragraphs and labels are plain text."""
         cache_key = (locale, html, source)
-        template = self._compiled.get(cache_key)
-        if template is None:
-            env = self._html[locale] if html else self._text[locale]
-            template = env.from_string(source)
-            self._compiled[cache_key] = template
-        return template
+        piece = self._compiled.get(cache_key)
+        if piece is None:
+            if is_plain_text(source):
+                piece = source
+            else:
+                env = self._html[locale] if html else self._text[locale]
+                piece = env.from_string(source)
+            self._compiled[cache_key] = piece
+        return piece
+
+    def _render(self, locale: str, html: bool, source: str, variables: dict[str, Any]) -> str:
+        piece = self._piece(locale, html, source)
+        return piece if isinstance(piece, str) else _run(piece, variables)
 
     def _variables(self, request: SendRequest, locale: str) -> dict[str, Any]:
         labels = self._labels[locale]
@@ -220,44 +253,18 @@ class Renderer:
         variables = self._variables(request, locale)
         variables.update(links=links, unsubscribe_url=unsubscribe_url, pixel_url=pixel_url)
 
-        def part(html: bool) -> str:
-            def one(source: str | None) -> str:
-                if source is None:
-                    return ""
-                return _run(self._template(locale, html, source), variables)
+        def guarded(html: bool, source: str) -> str:
+            return self._guard(
+                request, locale, lambda: self._render(locale, html, source, variables)
+            ).strip()
 
-            parts: dict[str, Any] = {
-                "subject": one(step.subject).strip(),
-                "preheader": one(step.preheader).strip(),
-                "heading": one(step.heading).strip(),
-                "paragraphs": [one(p).strip() for p in step.paragraphs],
-                "cta_label": one(step.cta_label).strip() or None,
-                "cta_url": _run(self._template(locale, False, step.cta_url), variables).strip()
-                if step.cta_url
-                else None,
-                "signature": self._labels[locale]["signature"].format(
-                    shop=variables["shop"]["name"]
-                ),
-                "blocks": step.blocks,
-            }
-            if html:
-                for key in ("subject", "preheader", "heading", "cta_label"):
-                    if parts[key] is not None:
-                        parts[key] = Markup(parts[key])
-                parts["paragraphs"] = [Markup(p) for p in parts["paragraphs"]]
-            source = layout.layout_source("html" if html else "txt")
-            return _run(self._template(locale, html, source), {**variables, **parts})
-
-        subject = self._guard(
-            request, locale, lambda: _run(self._template(locale, False, step.subject), variables)
-        ).strip()
-        preheader = self._guard(
-            request,
-            locale,
-            lambda: _run(self._template(locale, False, step.preheader), variables),
-        ).strip()
-        html = self._guard(request, locale, lambda: part(True))
-        text = self._guard(request, locale, lambda: part(False))
+        # The text part shows the same subject and preheader: render them once.
+        subject = guarded(False, step.subject)
+        preheader = guarded(False, step.preheader)
+        html = self._guard(request, locale, lambda: self._part(locale, step, variables, None))
+        text = self._guard(
+            request, locale, lambda: self._part(locale, step, variables, (subject, preheader))
+        )
         return RenderedEmail(
             locale=locale,
             subject=" ".join(subject.split()),
@@ -266,13 +273,48 @@ class Renderer:
             text=text,
         )
 
+    def _part(
+        self,
+        locale: str,
+        step: StepCopy,
+        variables: dict[str, Any],
+        text_heads: tuple[str, str] | None,
+    ) -> str:
+        """The HTML part, or with `text_heads` (subject, preheader) the plain-text one."""
+        html = text_heads is None
+
+        def one(source: str | None) -> str:
+            return "" if source is None else self._render(locale, html, source, variables).strip()
+
+        subject, preheader = text_heads or (one(step.subject), one(step.preheader))
+        parts: dict[str, Any] = {
+            "subject": subject,
+            "preheader": preheader,
+            "heading": one(step.heading),
+            "paragraphs": [one(p) for p in step.paragraphs],
+            "cta_label": one(step.cta_label) or None,
+            # A URL, not markup: rendered unescaped even for the HTML part.
+            "cta_url": self._render(locale, False, step.cta_url, variables).strip()
+            if step.cta_url
+            else None,
+            "signature": self._labels[locale]["signature"].format(shop=variables["shop"]["name"]),
+            "blocks": step.blocks,
+        }
+        if html:
+            for key in ("subject", "preheader", "heading", "cta_label"):
+                if parts[key] is not None:
+                    parts[key] = Markup(parts[key])
+            parts["paragraphs"] = [Markup(p) for p in parts["paragraphs"]]
+        source = layout.layout_source("html" if html else "txt")
+        return self._render(locale, html, source, {**variables, **parts})
+
     def render_sms(self, request: SendRequest, *, french_number: bool) -> RenderedSms:
         """`Shop: text` + an opt-out mention; "STOP SMS" for French numbers (CNIL)."""
         locale = self._locale_for(request.locale)
         step = self._step(request, locale)
         variables = self._variables(request, locale)
         body = self._guard(
-            request, locale, lambda: _run(self._template(locale, False, step.sms), variables)
+            request, locale, lambda: self._render(locale, False, step.sms, variables)
         )
         opt_out = "STOP SMS" if french_number else self._labels[locale]["sms_opt_out"]
         text = f"{variables['shop']['name']}: {' '.join(body.split())}"

@@ -1,18 +1,21 @@
 """Ingest load generator: single-event req/s (p50/p99) and batched events/s on loopback.
 
 By default it runs the real thing: a PostgreSQL from pgserver (in a temporary directory,
-or `--dsn`), and `relance serve ingest` as its own process with RELANCE_BUS=kafka, so every
-200 means acks=all on the local broker (`make infra-up`, RELANCE_KAFKA_BOOTSTRAP).
-`--in-memory` instead serves the ingest router with a publisher that acknowledges in
-memory (the HTTP edge + mapping alone). `--target` drives a server started elsewhere;
-pass its pid with `--server-pid` to get its CPU too.
+or `--dsn`), and `relance serve ingest` as its own process with RELANCE_BUS=kafka and
+RELANCE_INGEST_WORKERS=`--workers` (2: one per core), so every 200 means acks=all on the
+local broker (`make infra-up`, RELANCE_KAFKA_BOOTSTRAP). `--in-memory` instead serves the
+ingest routes with a publisher that acknowledges in memory (the HTTP edge + mapping
+alone). `--target` drives a server started elsewhere; pass its pid with `--server-pid` to
+get its CPU too (its worker processes included).
 
 Examples:
   uv run --frozen python bench/ingest.py                       # real Kafka, 10 s each
   uv run --frozen python bench/ingest.py --in-memory
   uv run --frozen python bench/ingest.py --target http://127.0.0.1:8000 --write-key KEY
-Results are printed and written to bench/results/ingest.json. The load generator's own
-CPU time is reported (it shares the 2 cores with the server, so it matters).
+Results are printed and written to bench/results/ingest.json. The CPU of everything that
+works for the requests is reported: the server (all workers), the load generator itself
+(it shares the 2 cores, so it stays light: raw HTTP/1.1 on uvloop), the Kafka broker and
+the bench's PostgreSQL; with the load average and the busiest other processes.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from typing import Any
 
 import httpx
 import orjson
+import uvloop
 
 RESULTS = Path(__file__).parent / "results" / "ingest.json"
 DEV_KEY = "bench-write-key"
@@ -46,7 +50,7 @@ RELANCE = REPO / ".venv" / "bin" / "relance"
 
 
 def start_real_server(
-    port: int, dsn: str | None, workdir: Path
+    port: int, dsn: str | None, workdir: Path, workers: int
 ) -> tuple[subprocess.Popen[bytes], Any]:
     """`relance serve ingest` on real Kafka; returns the process and the pgserver handle."""
     pg: Any = None
@@ -67,6 +71,7 @@ def start_real_server(
         # The bench measures throughput, not the per-key token bucket.
         "RELANCE_INGEST_RATE_PER_S": "100000000",
         "RELANCE_INGEST_RATE_BURST": "100000000",
+        "RELANCE_INGEST_WORKERS": str(workers),
     }
     server = subprocess.Popen(
         [str(RELANCE), "serve", "ingest", "--host", "127.0.0.1", "--port", str(port)], env=env
@@ -89,20 +94,8 @@ def wait_ready(url: str, server: subprocess.Popen[bytes], path: str) -> None:
 
 
 def machine() -> dict[str, Any]:
-    """Load and the busiest other processes: the 2 cores are shared."""
-    mine = {os.getpid()}
-    top = subprocess.run(
-        ["ps", "-eo", "pid,pcpu,args", "--sort=-pcpu", "--no-headers"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.splitlines()
-    others = []
-    for line in top:
-        pid, cpu, args = line.split(None, 2)
-        if int(pid) not in mine and float(cpu) >= 5.0:
-            others.append(f"{cpu}% {args[:90]}")
-    return {"loadavg": os.getloadavg(), "cores": os.cpu_count(), "busy_processes": others[:8]}
+    """Load of the 2 shared cores (each scenario also names what else ran during it)."""
+    return {"loadavg": os.getloadavg(), "cores": os.cpu_count()}
 
 
 def serve(port: int) -> None:
@@ -112,6 +105,7 @@ def serve(port: int) -> None:
 
     from relance_ingest.adapters.memory_carts import InMemoryCartStore
     from relance_ingest.http.router import build_router
+    from relance_ingest.http.segment import IngestFront, segment_endpoints
     from relance_ingest.settings import IngestSettings
     from relance_ingest.wiring import install_body_limits, make_deps
     from relance_runtime.auth import StaticKeyStore
@@ -140,7 +134,14 @@ def serve(port: int) -> None:
     app = FastAPI()
     app.include_router(build_router(deps))
     install_body_limits(app, settings)
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    endpoints = segment_endpoints(deps)  # served ahead of FastAPI, as `relance serve` does
+    uvicorn.run(
+        IngestFront(app, lambda: endpoints),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        access_log=False,
+    )
 
 
 EVENT = os.environ.get("BENCH_EVENT", "Order Completed")
@@ -245,9 +246,72 @@ async def _run(
     }
 
 
-def _cpu_of(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+class _Process:
+    def __init__(self, ppid: int, cpu_s: float, command: str) -> None:
+        self.ppid, self.cpu_s, self.command = ppid, cpu_s, command
+
+
+def _processes() -> dict[int, _Process]:
+    """Every process's parent, CPU seconds so far and command line, from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    found: dict[int, _Process] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        name, fields = stat[stat.find("(") + 1 : stat.rfind(")")], stat.rsplit(")", 1)[1].split()
+        cpu = (int(fields[11]) + int(fields[12])) / tick
+        found[int(entry.name)] = _Process(int(fields[1]), cpu, command.strip() or f"[{name}]")
+    return found
+
+
+def _tree(table: dict[int, _Process], roots: list[int]) -> set[int]:
+    """`roots` and their descendants (the server's worker processes, PostgreSQL backends)."""
+    members, todo = set(), list(roots)
+    while todo:
+        pid = todo.pop()
+        if pid in table and pid not in members:
+            members.add(pid)
+            todo.extend(p for p, proc in table.items() if proc.ppid == pid)
+    return members
+
+
+def _groups(table: dict[int, _Process], server: int | None, workdir: Path) -> dict[str, set[int]]:
+    """Who works for the requests: the server, the Kafka broker, the bench's PostgreSQL."""
+    roots = {
+        "server": [server] if server else [],
+        "kafka_broker": [p for p, proc in table.items() if "kafka.Kafka" in proc.command],
+        "postgres": [p for p, proc in table.items() if str(workdir / "pg") in proc.command],
+    }
+    return {name: _tree(table, pids) for name, pids in roots.items()}
+
+
+def _cpu_during(
+    before: dict[int, _Process], after: dict[int, _Process], groups: dict[str, set[int]]
+) -> dict[str, Any]:
+    """CPU seconds of each group, and of the busiest other processes, between two tables."""
+
+    def used(pid: int) -> float:
+        if pid not in after:
+            return 0.0
+        return after[pid].cpu_s - (before[pid].cpu_s if pid in before else 0.0)
+
+    figures: dict[str, Any] = {
+        f"{name}_cpu_s": round(sum(used(p) for p in pids), 2)
+        for name, pids in groups.items()
+        if pids
+    }
+    known = set().union(*groups.values()) | {os.getpid()}
+    others = sorted(((used(p), after[p].command) for p in after if p not in known), reverse=True)
+    figures["other_processes_cpu_s"] = round(sum(cpu for cpu, _ in others), 2)
+    figures["busiest_other_processes"] = [
+        f"{cpu:.2f} s {command[:90]}" for cpu, command in others[:5] if cpu >= 0.05
+    ]
+    return figures
 
 
 def _free_port() -> int:
@@ -270,6 +334,12 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32, help="connections, single events")
     parser.add_argument("--batch-concurrency", type=int, default=8, help="connections, batches")
     parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument(
+        "--workers", type=int, default=2, help="RELANCE_INGEST_WORKERS of the local server"
+    )
+    parser.add_argument(
+        "--scenarios", default="single,batched", help="which to run (e.g. to profile one)"
+    )
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument("--serve", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -289,13 +359,15 @@ def main() -> None:
             server = subprocess.Popen([sys.executable, __file__, "--serve", str(port)])
             wait_ready(url, server, "/docs")
         else:
-            server, pg = start_real_server(port, args.dsn, workdir)
+            server, pg = start_real_server(port, args.dsn, workdir, args.workers)
             wait_ready(url, server, "/readyz")
         pid = server.pid
     try:
         results: dict[str, Any] = {
             "target": url,
             "mode": mode,
+            "workers": args.workers if mode == "kafka" else None,
+            "event": EVENT,
             "at": datetime.now(UTC).isoformat(timespec="seconds"),
             "machine_before": machine(),
         }
@@ -303,12 +375,21 @@ def main() -> None:
             ("single", 1, args.concurrency),
             ("batched", args.batch_size, args.batch_concurrency),
         ):
-            server_cpu = _cpu_of(pid) if pid else None
-            figures = asyncio.run(
+            if name not in args.scenarios.split(","):
+                continue
+            before = _processes()
+            groups = _groups(before, pid, workdir)
+            # uvloop: the generator shares the cores with the server, so it must stay light.
+            figures = uvloop.run(
                 _run(url, args.write_key, batch=batch, concurrency=conc, duration_s=args.duration)
             )
-            if pid and server_cpu is not None:
-                figures["server_cpu_s"] = round(_cpu_of(pid) - server_cpu, 2)
+            figures.update(_cpu_during(before, _processes(), groups))
+            for group in ("server", "kafka_broker", "postgres"):
+                if f"{group}_cpu_s" in figures:
+                    figures[f"{group}_cpu_us_per_request"] = round(
+                        figures[f"{group}_cpu_s"] / max(1, figures["requests"]) * 1e6, 1
+                    )
+            figures["server_processes"] = len(groups["server"])
             results[name] = figures
             print(
                 f"{name:8} {figures['requests_per_s']:>9} req/s {figures['events_per_s']:>10}"
@@ -316,7 +397,12 @@ def main() -> None:
                 f"  errors {figures['errors']}"
                 f"  load-generator CPU {figures['load_generator_cpu_s']}"
                 f" s ({figures['load_generator_cpu_share']:.0%} of a core)"
-                + (f"  server CPU {figures['server_cpu_s']} s" if "server_cpu_s" in figures else "")
+                + "".join(
+                    f"  {group} CPU {figures[f'{group}_cpu_s']} s"
+                    for group in ("server", "kafka_broker", "postgres")
+                    if f"{group}_cpu_s" in figures
+                )
+                + f"  others {figures['other_processes_cpu_s']} s"
             )
         results["machine_after"] = machine()
         args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,5 @@
-"""A real uvicorn server on loopback around the ingest router (in-memory publisher)."""
+"""A real uvicorn server on loopback around the ingest router (in-memory publisher), served
+as `relance serve ingest` serves it: `IngestFront` ahead of the FastAPI app."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from fastapi import FastAPI
 
 from relance_ingest.adapters.memory_carts import InMemoryCartStore
 from relance_ingest.http.router import build_router
+from relance_ingest.http.segment import IngestFront, segment_endpoints
 from relance_ingest.settings import IngestSettings
 from relance_ingest.testing import RecordingPublisher
 from relance_ingest.wiring import install_body_limits, make_deps
@@ -35,7 +37,9 @@ class LiveIngest:
     write_key: str = WRITE_KEY
 
 
-def build_app(settings: IngestSettings) -> tuple[FastAPI, RecordingPublisher, TokenSigner]:
+def build_app(
+    settings: IngestSettings,
+) -> tuple[FastAPI, IngestFront, RecordingPublisher, TokenSigner]:
     publisher = RecordingPublisher(retry_after_s=2)
     signer = TokenSigner.from_setting(TOKEN_KEYS)
     deps = make_deps(
@@ -49,7 +53,8 @@ def build_app(settings: IngestSettings) -> tuple[FastAPI, RecordingPublisher, To
     app = FastAPI(title="relance ingest (test)")
     app.include_router(build_router(deps))
     install_body_limits(app, settings)
-    return app, publisher, signer
+    endpoints = segment_endpoints(deps)
+    return app, IngestFront(app, lambda: endpoints), publisher, signer
 
 
 def _free_port() -> int:
@@ -62,10 +67,10 @@ def _free_port() -> int:
 @pytest.fixture
 def live_ingest() -> Iterator[LiveIngest]:
     """The server runs in its own thread and loop, so blocking clients (the SDK) work."""
-    app, publisher, signer = build_app(IngestSettings(rate_per_s=10_000, rate_burst=10_000))
+    app, served, publisher, signer = build_app(IngestSettings(rate_per_s=10_000, rate_burst=10_000))
     port = _free_port()
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+        uvicorn.Config(served, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

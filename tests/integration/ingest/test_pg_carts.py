@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -11,7 +12,8 @@ import asyncpg
 import pytest
 
 from relance_events.payloads import CartChanged, OrderCompleted
-from relance_ingest.adapters.pg_carts import PgCartRepository
+from relance_ingest.adapters.pg_carts import PgCartRepository, PgCartStore, _broken
+from relance_ingest.ports import CartProbe
 from relance_ingest.services import IngestService
 from relance_ingest.testing import RecordingPublisher
 from relance_runtime.auth import PostgresKeyStore
@@ -26,8 +28,8 @@ class OneConnectionStore:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
 
-    async def has_open_cart(self, shop_id: str, **ids: Any) -> bool:
-        return await PgCartRepository(self.conn).has_open_cart(shop_id, **ids)
+    async def open_carts(self, probes: Sequence[CartProbe]) -> list[bool]:
+        return await PgCartRepository(self.conn).open_carts(probes)
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[PgCartRepository]:
@@ -102,3 +104,47 @@ async def test_database_keys_rotate_and_revoke(pg_conn: asyncpg.Connection) -> N
     assert await store.shop_for("write", "new-key") == "shopA"
     stored = await pg_conn.fetchval("select string_agg(key_hash, ',') from ingest_api_keys")
     assert "new-key" not in stored
+
+
+async def test_open_carts_answers_each_probe_from_one_read(
+    pool: asyncpg.Pool, pg_conn: asyncpg.Connection
+) -> None:
+    await pg_conn.execute(
+        "insert into ingest_carts (shop_id, cart_id, contact_key, is_open) values"
+        " ('s', 'c1', 'u1', true), ('s', 'c2', 'u2', false), ('t', 'c3', 'u3', true)"
+    )
+    probes = [
+        CartProbe("s", {"u1"}, set()),  # open cart of the contact
+        CartProbe("s", {"u2"}, set()),  # only a closed one
+        CartProbe("t", {"u1"}, set()),  # u1 has no cart in that shop
+        CartProbe("s", set(), {"c1"}),  # open cart by id
+        CartProbe("s", set(), {"c2"}),  # closed cart by id
+        CartProbe("s", {"nobody"}, {"c1"}),
+        CartProbe("t", {"u3"}, {"c1"}),  # c1 is another shop's, but u3 has c3
+        CartProbe("s", set(), set()),
+    ]
+    store = PgCartStore(pool)
+    try:
+        answers = await store.open_carts(probes)
+        assert await store.open_carts([]) == []
+    finally:
+        await store.close()
+    assert answers == [True, False, False, True, False, True, True, False]
+
+
+async def test_a_broken_reading_connection_is_replaced(pool: asyncpg.Pool) -> None:
+    store = PgCartStore(pool)
+    probe = [CartProbe("s", {"u"}, ())]
+    try:
+        assert await store.open_carts(probe) == [False]
+        reader = store._reader
+        assert reader is not None
+        await pool.execute("select pg_terminate_backend($1)", reader.get_server_pid())
+        for _ in range(100):  # the client notices the lost connection on its own
+            if _broken(reader):
+                break
+            await asyncio.sleep(0.05)
+        assert await store.open_carts(probe) == [False]
+        assert store._reader is not reader
+    finally:
+        await store.close()

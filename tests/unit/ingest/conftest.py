@@ -1,4 +1,8 @@
-"""Fakes and an in-process app for ingest unit tests."""
+"""Fakes and an in-process app for ingest unit tests.
+
+Every HTTP test runs twice: through FastAPI's routes, and through `IngestFront` as a
+running server serves the Segment routes (ahead of the framework).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from fastapi import FastAPI
 
 from relance_ingest.adapters.memory_carts import InMemoryCartStore
 from relance_ingest.http.router import build_router
+from relance_ingest.http.segment import IngestFront, segment_endpoints
 from relance_ingest.settings import IngestSettings
 from relance_ingest.testing import RecordingPublisher
 from relance_ingest.wiring import install_body_limits, make_deps
@@ -29,7 +34,7 @@ def basic(key: str) -> dict[str, str]:
 
 
 class Harness:
-    def __init__(self, settings: IngestSettings) -> None:
+    def __init__(self, settings: IngestSettings, *, front: bool = False) -> None:
         self.publisher = RecordingPublisher()
         self.carts = InMemoryCartStore()
         self.signer = TokenSigner.from_setting(TOKEN_KEYS)
@@ -45,8 +50,10 @@ class Harness:
         self.app = FastAPI()
         self.app.include_router(build_router(deps))
         install_body_limits(self.app, settings)
+        endpoints = segment_endpoints(deps)
+        served = IngestFront(self.app, lambda: endpoints) if front else self.app
         self.client = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=self.app), base_url="http://ingest.test"
+            transport=httpx.ASGITransport(app=served), base_url="http://ingest.test"
         )
 
     @staticmethod
@@ -58,11 +65,12 @@ class Harness:
         return basic(WRITE_KEY)
 
 
-@pytest.fixture
-def make_harness() -> Callable[[IngestSettings], Harness]:
-    return Harness
+@pytest.fixture(params=["framework", "front"])
+def make_harness(request: pytest.FixtureRequest) -> Callable[[IngestSettings], Harness]:
+    front = request.param == "front"
+    return lambda settings: Harness(settings, front=front)
 
 
 @pytest.fixture
-async def harness() -> Harness:
-    return Harness(IngestSettings(rate_per_s=1000, rate_burst=1000))
+async def harness(make_harness: Callable[[IngestSettings], Harness]) -> Harness:
+    return make_harness(IngestSettings(rate_per_s=1000, rate_burst=1000))

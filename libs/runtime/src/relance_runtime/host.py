@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from fastapi import FastAPI, Request
@@ -12,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRouter
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp
 
 from relance_runtime.auth import install_auth_handler
 from relance_runtime.platform import Platform, start_platform
@@ -39,6 +41,36 @@ ComponentFactory = Callable[[Platform], ServiceComponent]
 AppHook = Callable[[FastAPI], None]
 # Runs once every component started (e.g. `relance up` prints where things are).
 OnReady = Callable[[Platform, Sequence[ServiceComponent]], Awaitable[None]]
+# Wraps the app as served, e.g. to answer hot routes before the framework sees them.
+Front = Callable[[ASGIApp], ASGIApp]
+
+
+@dataclass
+class ServeOptions:
+    """How `serve.run` serves an app; an `AppHook` adjusts them with `serve_options(app)`.
+
+    `processes` > 1 serves a process that runs one service from that many worker processes
+    sharing its port (for stateless services). `fronts` wrap the app, the last outermost.
+    """
+
+    processes: int = 1
+    fronts: list[Front] = field(default_factory=list)
+
+
+def serve_options(app: FastAPI) -> ServeOptions:
+    options: ServeOptions | None = getattr(app.state, "serve_options", None)
+    if options is None:
+        options = ServeOptions()
+        app.state.serve_options = options
+    return options
+
+
+def served_app(app: FastAPI) -> ASGIApp:
+    """The app as a server runs it: wrapped by the fronts its hooks registered."""
+    served: ASGIApp = app
+    for front in serve_options(app).fronts:
+        served = front(served)
+    return served
 
 
 def validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from typing import Protocol
 
 from relance_events.segment_spec import CartBook
@@ -29,13 +30,20 @@ class CartSession(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class CartProbe:
+    """Does one of these contacts, or one of these carts, of a shop have an open cart?"""
+
+    shop_id: str
+    contact_keys: Collection[str]
+    cart_ids: Collection[str]
+
+
 class CartStore(Protocol):
     def session(self) -> AbstractAsyncContextManager[CartSession]:
         """A session whose changes commit when the block exits without an exception."""
         ...
 
-    async def has_open_cart(
-        self, shop_id: str, *, contact_keys: Collection[str], cart_ids: Collection[str]
-    ) -> bool:
-        """Whether one of those contacts or ids has an open cart (a read, no lock)."""
+    async def open_carts(self, probes: Sequence[CartProbe]) -> list[bool]:
+        """The answer to each probe, from one read (no lock)."""
         ...

@@ -38,3 +38,11 @@ class IngestSettings(BaseSettings):
     max_clock_skew_s: int = Field(
         default=300, ge=0, description="How far in the future a timestamp may be (400 beyond)."
     )
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Worker processes serving ingest's port (SO_REUSEPORT) when it runs on its "
+        "own (`relance serve ingest`); each drains on SIGTERM. One per core on a VM; "
+        "containers usually keep 1 and scale by replicas.",
+    )

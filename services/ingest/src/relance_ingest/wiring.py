@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from fastapi import FastAPI
+from opentelemetry.trace import Tracer
 
 from relance_ingest.domain.rate_limit import RateLimiter
 from relance_ingest.http.body_limit import BodyLimitMiddleware, ingest_body_limits
@@ -26,6 +27,7 @@ def make_deps(
     keys: KeyStore,
     signer: TokenSigner,
     clock: Clock,
+    spans: Tracer | None = None,
 ) -> IngestDeps:
     return IngestDeps(
         ingest=IngestService(
@@ -33,6 +35,7 @@ def make_deps(
             carts,
             max_age=timedelta(days=settings.max_event_age_days),
             max_ahead=timedelta(seconds=settings.max_clock_skew_s),
+            spans=spans,
         ),
         tracking=TrackingService(publisher, signer),
         keys=keys,

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 
 from relance_events.segment_spec import Cart, CartBook
+from relance_ingest.ports import CartProbe
 
 
 class InMemoryCartSession:
@@ -44,13 +45,14 @@ class InMemoryCartStore:
         self.carts: dict[str, dict[str, Cart]] = {}
         self.applied: set[tuple[str, uuid.UUID]] = set()
 
-    async def has_open_cart(
-        self, shop_id: str, *, contact_keys: Collection[str], cart_ids: Collection[str]
-    ) -> bool:
-        return any(
-            cart.is_open and (cid in cart_ids or cart.contact_key in contact_keys)
-            for cid, cart in self.carts.get(shop_id, {}).items()
-        )
+    async def open_carts(self, probes: Sequence[CartProbe]) -> list[bool]:
+        return [
+            any(
+                cart.is_open and (cid in p.cart_ids or cart.contact_key in p.contact_keys)
+                for cid, cart in self.carts.get(p.shop_id, {}).items()
+            )
+            for p in probes
+        ]
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[InMemoryCartSession]:

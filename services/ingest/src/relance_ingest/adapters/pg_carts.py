@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -13,6 +15,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 from relance_events.payloads import LineItem
 from relance_events.segment_spec import Cart, CartBook
+from relance_ingest.ports import CartProbe
 
 
 class PgCartRepository:
@@ -21,17 +24,28 @@ class PgCartRepository:
     def __init__(self, conn: asyncpg.Connection[Any] | PoolConnectionProxy[Any]) -> None:
         self._conn = conn
 
-    async def has_open_cart(
-        self, shop_id: str, *, contact_keys: Collection[str], cart_ids: Collection[str]
-    ) -> bool:
-        found: bool = await self._conn.fetchval(
-            "select exists (select 1 from ingest_carts where shop_id = $1 and is_open"
-            " and (cart_id = any($2::text[]) or contact_key = any($3::text[])))",
-            shop_id,
-            list(cart_ids),
-            list(contact_keys),
+    async def open_carts(self, probes: Sequence[CartProbe]) -> list[bool]:
+        """Answer every probe with one query."""
+        rows = await self._conn.fetch(
+            "select true as by_contact, u.shop_id, u.id from unnest($1::text[], $2::text[])"
+            " as u(shop_id, id) where exists (select 1 from ingest_carts c where"
+            " c.shop_id = u.shop_id and c.contact_key = u.id and c.is_open)"
+            " union all "
+            "select false, u.shop_id, u.id from unnest($3::text[], $4::text[])"
+            " as u(shop_id, id) where exists (select 1 from ingest_carts c where"
+            " c.shop_id = u.shop_id and c.cart_id = u.id and c.is_open)",
+            [p.shop_id for p in probes for _ in p.contact_keys],
+            [k for p in probes for k in p.contact_keys],
+            [p.shop_id for p in probes for _ in p.cart_ids],
+            [c for p in probes for c in p.cart_ids],
         )
-        return found
+        contacts = {(r["shop_id"], r["id"]) for r in rows if r["by_contact"]}
+        carts = {(r["shop_id"], r["id"]) for r in rows if not r["by_contact"]}
+        return [
+            any((p.shop_id, k) in contacts for k in p.contact_keys)
+            or any((p.shop_id, c) in carts for c in p.cart_ids)
+            for p in probes
+        ]
 
     async def load(
         self,
@@ -103,20 +117,45 @@ class PgCartRepository:
 
 
 class PgCartStore:
-    """Sessions on connections from a pool, one transaction each."""
+    """Sessions on connections from a pool, one transaction each.
+
+    `open_carts` runs for every group of orders, so it reads on one connection kept for
+    it (no pool round trip, no reset per read).
+    """
 
     def __init__(self, pool: asyncpg.Pool[Any]) -> None:
         self._pool = pool
+        self._reader: PoolConnectionProxy[Any] | None = None
+        self._reading = asyncio.Lock()
 
-    async def has_open_cart(
-        self, shop_id: str, *, contact_keys: Collection[str], cart_ids: Collection[str]
-    ) -> bool:
-        async with self._pool.acquire() as conn:
-            return await PgCartRepository(conn).has_open_cart(
-                shop_id, contact_keys=contact_keys, cart_ids=cart_ids
-            )
+    async def open_carts(self, probes: Sequence[CartProbe]) -> list[bool]:
+        async with self._reading:
+            if self._reader is not None and _broken(self._reader):
+                await self.close()  # lost (server restart...): the pool discards it
+            if self._reader is None:
+                self._reader = await self._pool.acquire()
+            try:
+                return await PgCartRepository(self._reader).open_carts(probes)
+            except Exception:
+                if self._reader is not None and _broken(self._reader):
+                    await self.close()
+                raise
+
+    async def close(self) -> None:
+        """Give the reading connection back (before the pool closes)."""
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            with contextlib.suppress(Exception):
+                await self._pool.release(reader)
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[PgCartRepository]:
         async with self._pool.acquire() as conn, conn.transaction():
             yield PgCartRepository(conn)
+
+
+def _broken(conn: PoolConnectionProxy[Any]) -> bool:
+    try:
+        return conn.is_closed()
+    except asyncpg.InterfaceError:  # a lost connection was already taken back by the pool
+        return True

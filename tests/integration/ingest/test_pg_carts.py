@@ -9,15 +9,25 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
+from fastapi import FastAPI
 
 from relance_events.payloads import CartChanged, OrderCompleted
 from relance_ingest.adapters.pg_carts import PgCartRepository, PgCartStore, _broken
+from relance_ingest.http.router import build_router
+from relance_ingest.http.segment import IngestFront, segment_endpoints
 from relance_ingest.ports import CartProbe
 from relance_ingest.services import IngestService
+from relance_ingest.settings import IngestSettings
 from relance_ingest.testing import RecordingPublisher
-from relance_runtime.auth import PostgresKeyStore
+from relance_ingest.wiring import make_deps
+from relance_runtime.auth import PostgresKeyStore, StaticKeyStore
+from relance_runtime.clock import SystemClock
 from relance_runtime.errors import BusUnavailable
+from relance_runtime.tokens import TokenSigner
+
+from .conftest import _free_port
 
 NOW = datetime(2025, 3, 1, 12, tzinfo=UTC)
 
@@ -148,3 +158,52 @@ async def test_a_broken_reading_connection_is_replaced(pool: asyncpg.Pool) -> No
         assert store._reader is not reader
     finally:
         await store.close()
+
+
+async def test_cart_database_away_gives_503_with_retry_after_and_publishes_nothing() -> None:
+    """A real pool to a PostgreSQL that is not there (nothing listens on the port): orders
+    (the grouped open-cart read) and cart changes (the transactional path) are refused
+    with 503 + Retry-After, never a 500, and nothing reaches the bus."""
+    dead = f"postgresql://postgres@127.0.0.1:{_free_port()}/postgres"
+    pool = await asyncpg.create_pool(dead, min_size=0, max_size=2)
+    publisher = RecordingPublisher()
+    deps = make_deps(
+        IngestSettings(bus_retry_after_s=3),
+        publisher=publisher,
+        carts=PgCartStore(pool),
+        keys=StaticKeyStore.from_settings("shop1:wk", ""),
+        signer=TokenSigner.from_setting("k1:0123456789abcdef0123456789abcdef"),
+        clock=SystemClock(),
+    )
+    app = FastAPI()
+    app.include_router(build_router(deps))
+    endpoints = segment_endpoints(deps)
+    front = IngestFront(app, lambda: endpoints)
+    now = datetime.now(UTC).isoformat()
+    order = {
+        "userId": "u1",
+        "messageId": "m1",
+        "timestamp": now,
+        "event": "Order Completed",
+        "properties": {"order_id": "o1", "total": 10},
+    }
+    added = {
+        "userId": "u1",
+        "messageId": "m2",
+        "timestamp": now,
+        "event": "Product Added",
+        "properties": {"product_id": "p1", "price": 5, "quantity": 1},
+    }
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=front), base_url="http://ingest.test"
+        ) as client:
+            for body in (order, added):
+                response = await client.post("/v1/track", json=body, auth=("wk", ""))
+                assert response.status_code == 503, response.text
+                assert response.headers["retry-after"] == "3"
+                reason = response.json()["errors"][0]["reason"]
+                assert "database is unavailable" in reason
+    finally:
+        await pool.close()
+    assert publisher.events == []

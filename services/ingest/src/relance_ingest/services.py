@@ -28,7 +28,8 @@ from relance_events.segment_spec import (
 )
 from relance_ingest.ports import CartProbe, CartStore
 from relance_runtime.bus.ports import Publisher
-from relance_runtime.errors import BusUnavailable
+from relance_runtime.consumer import is_transient
+from relance_runtime.errors import BusUnavailable, TransientError
 from relance_runtime.telemetry import current_trace_context, tracer
 from relance_runtime.tokens import InvalidToken, TokenSigner
 
@@ -57,6 +58,14 @@ class _Request:
             self.done.set_exception(outcome)
         else:
             self.done.set_result(outcome)
+
+
+def unavailable(exc: Exception) -> Exception:
+    """The cart store's database being away is a 503 (retry), like the bus: nothing was
+    published. Anything else is returned as it is."""
+    if isinstance(exc, TransientError) or not is_transient(exc):
+        return exc
+    return TransientError(f"the database is unavailable: {exc!r}")
 
 
 class IngestService:
@@ -179,13 +188,16 @@ class IngestService:
         delta_ids: set[uuid.UUID],
     ) -> int:
         """Cart changes are saved in the transaction that waits for the publish."""
-        async with self._carts.session() as session:
-            book = await session.load(
-                shop_id, contact_keys=contacts, cart_ids=cart_ids, delta_ids=delta_ids
-            )
-            events = traced(book.resolve(produced), trace)
-            await session.save(book)
-            await self._publisher.publish(events)
+        try:
+            async with self._carts.session() as session:
+                book = await session.load(
+                    shop_id, contact_keys=contacts, cart_ids=cart_ids, delta_ids=delta_ids
+                )
+                events = traced(book.resolve(produced), trace)
+                await session.save(book)
+                await self._publisher.publish(events)
+        except Exception as exc:
+            raise unavailable(exc) from exc
         return len(events)
 
     async def _commit_waiting(self) -> None:
@@ -224,7 +236,7 @@ class IngestService:
             )
         except Exception as exc:
             for request in group:
-                request.settle(exc)
+                request.settle(unavailable(exc))
             return
         with_open_cart = {id(r) for r, is_open in zip(probed, opened, strict=True) if is_open}
         plain: list[tuple[_Request, list[Event[Any]]]] = []

@@ -24,7 +24,7 @@ from relance_ingest.errors import BadBody, BodyTooLarge
 from relance_ingest.http.body_limit import LimitedBody
 from relance_ingest.http.deps import IngestDeps
 from relance_runtime.auth import parse_basic_auth
-from relance_runtime.errors import BusUnavailable
+from relance_runtime.errors import BusUnavailable, TransientError
 
 EVENT_ROUTES: Mapping[str, MessageType] = {
     "/v1/identify": "identify",
@@ -208,9 +208,10 @@ class SegmentEndpoint:
                     400, [{k: v for k, v in e.items() if k != "index"} for e in exc.errors]
                 )
             return Answer.errors(400, exc.errors)
-        except BusUnavailable as exc:
+        except TransientError as exc:  # the bus, or the cart store's database
             retry = str(max(1, int(exc.retry_after_s or settings.bus_retry_after_s)))
-            reason = "the event bus is unavailable; none of the events were accepted"
+            what = "event bus" if isinstance(exc, BusUnavailable) else "database"
+            reason = f"the {what} is unavailable; none of the events were accepted"
             return Answer.errors(
                 503, [{"field": "", "reason": reason}], (b"retry-after", retry.encode())
             )

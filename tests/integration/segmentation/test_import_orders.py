@@ -60,8 +60,9 @@ def test_import_orders_loads_counts_and_recomputes(
     rows = asyncio.run(
         _read(
             database_url,
-            "select contact_key, orders_count, gross - refunded as net, stage, segment"
-            " from segmentation_contacts where shop_id = 'uci'",
+            "select c.contact_key, c.orders_count, c.gross - c.refunded as net, p.stage,"
+            " p.segment from segmentation_contacts c"
+            " left join segmentation_profiles p on p.contact_id = c.id where c.shop_id = 'uci'",
         )
     )
     got = {r["contact_key"]: r for r in rows}

@@ -308,3 +308,25 @@ async def test_file_rfm_agrees_with_sql_on_online_retail(
         != (f.recency_days, f.frequency, f.monetary, f.r, f.f, f.m, f.segment)
     ]
     assert disagreements == []
+
+
+async def test_monetary_ties_longer_than_the_sorted_look_ahead(conn: asyncpg.Connection) -> None:
+    """Hundreds of customers spent the same: a boundary lies far past its quintile position."""
+    repo = SegmentationRepository(CONFIG)
+    spent = [10] * 500 + [20] * 300 + [30] * 200
+    orders = [
+        OrderLine(f"o{i}", f"c{i}", NOW - timedelta(days=i % 7), Decimal(total))
+        for i, total in enumerate(spent)
+    ]
+    async with conn.transaction():
+        await repo.import_orders(conn, "ties", orders, [], NOW)
+        await repo.recompute(conn, "ties", NOW)
+    values = domain_view(orders, [])
+    expected = boundaries(values)
+    assert expected.monetary == (Decimal(20), Decimal(20), Decimal(30), Decimal(30))
+    assert await repo.boundaries(conn, "ties", NOW) == expected
+    scores = score_all(values)
+    got = await repo.scored_contacts(conn, "ties", NOW)
+    assert {k: (g.r, g.f, g.m) for k, g in got.items()} == {
+        k: (s.r, s.f, s.m) for k, s in scores.items()
+    }

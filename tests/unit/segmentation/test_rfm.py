@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from relance_segmentation.domain.rfm import (
     RfmValues,
     boundaries,
+    boundaries_from_counts,
     quintile_scores,
     recency_days,
     score_all,
@@ -99,6 +100,24 @@ def test_boundaries_reproduce_every_population_score(values: dict[str, RfmValues
     assert b.population == len(values)
     for key, v in values.items():
         assert score_values(b, v) == scored[key]
+
+
+@given(contact_values)
+def test_boundaries_from_value_counts_equal_the_rank_method(values: dict[str, RfmValues]) -> None:
+    """What the SQL recompute does for recency and frequency: one count per distinct value."""
+    expected = boundaries(values)
+    n = len(values)
+
+    def counts(of: list[int]) -> dict[int, int]:
+        return {v: of.count(v) for v in set(of)}
+
+    recency = counts([v.recency_days for v in values.values()])
+    frequency = counts([v.frequency for v in values.values()])
+    monetary = [v.monetary for v in values.values()]
+    assert boundaries_from_counts(sorted(recency.items(), reverse=True), n) == expected.recency_days
+    assert boundaries_from_counts(sorted(frequency.items()), n) == expected.frequency
+    by_value = sorted((m, monetary.count(m)) for m in set(monetary))
+    assert boundaries_from_counts(by_value, n) == expected.monetary
 
 
 def test_boundaries_of_a_small_shop() -> None:

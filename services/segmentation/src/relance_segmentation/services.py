@@ -133,7 +133,12 @@ class SegmentationService:
     ) -> RecomputeResult | None:
         """One shop, if no other instance holds it and it is still due; None when skipped.
         `force` waits for another instance's recompute to end, then recomputes anyway."""
-        async with self._pool.acquire() as conn, conn.transaction():
+        # a second connection reads the average basket while the first scores contacts
+        async with (
+            self._pool.acquire() as conn,
+            self._pool.acquire() as side,
+            conn.transaction(),
+        ):
             if force:
                 await conn.execute(
                     "select pg_advisory_xact_lock(hashtext($1))", _recompute_lock(shop_id)
@@ -146,7 +151,7 @@ class SegmentationService:
                     return None
                 if not self._due(shop_id, await self._repo.last_recompute(conn, shop_id), now):
                     return None
-            result = await self._repo.recompute(conn, shop_id, now)
+            result = await self._repo.recompute(conn, shop_id, now, side=side)
             trace = current_trace_context()
             async for chunk in self._repo.recompute_changes(conn, shop_id, now):
                 await self._outbox.add(conn, [c.event(trace) for c in chunk])

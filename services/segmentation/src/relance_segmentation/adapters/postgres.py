@@ -2,12 +2,15 @@
 
 Every method takes an asyncpg connection already inside a transaction, so the caller can
 record the inbox entry, the effect and the change events (outbox) atomically. A contact's
-aggregates and scored profile share one row: an event costs one read (with the ledger
-insert) and one write.
+aggregates (a wide row) and its scored profile (a narrow row, so that scoring a whole shop
+writes little) are read together, locked, in one statement with the ledger insert, and
+written together in one more.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -45,7 +48,11 @@ from relance_segmentation.domain.aggregates import (
     profile_of,
 )
 from relance_segmentation.domain.lifecycle import Cutoffs, LifecycleConfig
-from relance_segmentation.domain.rfm import RfmBoundaries, recency_days
+from relance_segmentation.domain.rfm import (
+    RfmBoundaries,
+    boundaries_from_counts,
+    worse_needed,
+)
 from relance_segmentation.domain.segments import segment_grid
 
 Connection = asyncpg.Connection | PoolConnectionProxy
@@ -54,6 +61,9 @@ MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 SOURCE = "segmentation"
 
 SegmentPayload = LifecycleStageChanged | LoyaltyTierChanged | RfmSegmentChanged
+# How far past a quintile position the monetary sort is read to step over a tie.
+_LOOK_AHEAD = 100
+MonetaryBounds = tuple[Decimal | None, Decimal | None, Decimal | None, Decimal | None]
 
 
 @dataclass(frozen=True)
@@ -153,22 +163,27 @@ class ShopSummary:
 
 
 _CONTACT_COLUMNS = """
-    c.contact_key, c.traits::text as traits, c.consent::text as consent, c.orders_count,
-    c.gross, c.refunded, c.first_order_at, c.last_order_at, c.last_order_total,
-    c.open_carts::text as open_carts, c.last_email_open_at, c.last_email_click_at,
-    c.updated_at, c.r, c.f, c.m, c.segment, c.stage, c.tier, c.profiled_at
+    c.id, c.contact_key, c.traits::text as traits, c.consent::text as consent,
+    c.orders_count, c.gross, c.refunded, c.first_order_at, c.last_order_at,
+    c.last_order_total, c.open_carts::text as open_carts, c.last_email_open_at,
+    c.last_email_click_at, c.updated_at
 """
+_PROFILE_COLUMNS = "p.revision, p.r, p.f, p.m, p.segment, p.stage, p.tier, p.profiled_at"
 
-# One round trip: record the ledger entry (if any), lock the contact, read the bounds.
-_READ_FOR_EVENT = """
-with ledger as ({ledger})
-select (select count(*) from ledger) as fresh, c.*,
+# One round trip: record the ledger entry (if any), lock the contact and its profile, read
+# the shop's boundaries.
+_READ_FOR_EVENT = f"""
+with ledger as ({{ledger}})
+select (select count(*) from ledger) as fresh, c.*, p.*,
        s.r_bounds, s.f_bounds, s.m_bounds, s.customers
 from (select 1) as one
 left join lateral (
-    select {columns} from segmentation_contacts c
+    select {_CONTACT_COLUMNS} from segmentation_contacts c
     where c.shop_id = $1 and c.contact_key = $2 for update
 ) c on true
+left join lateral (
+    select {_PROFILE_COLUMNS} from segmentation_profiles p where p.contact_id = c.id for update
+) p on true
 left join segmentation_shop_stats s on s.shop_id = $1
 """
 
@@ -183,173 +198,220 @@ _REFUND_LEDGER = (
     " values ($1, $3, $6, $2, $4, $5) on conflict do nothing returning 1"
 )
 
-_READ_PLAIN = _READ_FOR_EVENT.format(ledger=_NO_LEDGER, columns=_CONTACT_COLUMNS)
-_READ_ORDER = _READ_FOR_EVENT.format(ledger=_ORDER_LEDGER, columns=_CONTACT_COLUMNS)
-_READ_REFUND = _READ_FOR_EVENT.format(ledger=_REFUND_LEDGER, columns=_CONTACT_COLUMNS)
+_READ_PLAIN = _READ_FOR_EVENT.format(ledger=_NO_LEDGER)
+_READ_ORDER = _READ_FOR_EVENT.format(ledger=_ORDER_LEDGER)
+_READ_REFUND = _READ_FOR_EVENT.format(ledger=_REFUND_LEDGER)
 
-_WRITE_CONTACT = """
-update segmentation_contacts set traits = $3::text::jsonb, consent = $4::text::jsonb,
-    orders_count = $5, gross = $6, refunded = $7, first_order_at = $8, last_order_at = $9,
-    last_order_total = $10, open_carts = $11::text::jsonb, last_email_open_at = $12,
-    last_email_click_at = $13, birthday = $14, signup_at = $15, updated_at = $16,
-    r = $17, f = $18, m = $19, segment = $20, stage = $21, tier = $22, profiled_at = $23
-where shop_id = $1 and contact_key = $2
+_CREATE_CONTACT = f"""
+insert into segmentation_contacts as c (shop_id, contact_key, updated_at) values ($1, $2, $3)
+on conflict do nothing returning {_CONTACT_COLUMNS}
 """
 
-_STAGING = """
-create temp table if not exists seg_recompute_diff (
-    contact_key text, orders_count integer, gross numeric, refunded numeric,
-    last_order_at timestamptz, old_stage text, old_tier text, old_segment text,
-    r smallint, f smallint, m smallint, segment text, stage text, tier text
-) on commit drop;
-create temp table if not exists seg_recompute_changes (
-    contact_key text, old_stage text, stage text, old_tier text, tier text,
-    old_segment text, segment text, r smallint, f smallint, m smallint
-) on commit drop;
-truncate seg_recompute_diff, seg_recompute_changes
+_LOCK_PROFILE = (
+    f"select {_PROFILE_COLUMNS} from segmentation_profiles p where p.contact_id = $1 for update"
+)
+
+_SET_CONTACT = """
+update segmentation_contacts set traits = $2::text::jsonb, consent = $3::text::jsonb,
+    orders_count = $4, gross = $5, refunded = $6, first_order_at = $7, last_order_at = $8,
+    last_order_total = $9, open_carts = $10::text::jsonb, last_email_open_at = $11,
+    last_email_click_at = $12, birthday = $13, signup_at = $14, updated_at = $15
+where id = $1
+"""
+
+# An event always bumps the revision: a recompute that read the contact before it will not
+# overwrite the profile this event wrote.
+_WRITE = f"""
+with contact as ({_SET_CONTACT})
+update segmentation_profiles set revision = revision + 1, r = $16, f = $17, m = $18,
+    segment = $19, stage = $20, tier = $21, profiled_at = $22
+where contact_id = $1
+"""
+
+# A contact's first profile. If a recompute inserted one meanwhile, nothing is written and
+# the caller compares against that profile instead.
+_WRITE_FIRST = f"""
+with profile as (
+    insert into segmentation_profiles
+        (contact_id, shop_id, revision, r, f, m, segment, stage, tier, profiled_at)
+    values ($1, $23, 1, $16, $17, $18, $19, $20, $21, $22)
+    on conflict do nothing returning 1
+),
+contact as ({_SET_CONTACT} and exists (select 1 from profile))
+select count(*) from profile
 """
 
 _BUYER = "orders_count > 0 and last_order_at is not null"
 
-_COUNTS = f"""
-select count(*) as contacts, count(*) filter (where {_BUYER}) as buyers
-from segmentation_contacts where shop_id = $1
+# Recency in whole days (floor) as of $2: subtracting timestamps gives days and a time of
+# day under 24 h; a last order after `now` has negative days, rounded down too.
+_RECENCY_DAYS = """
+case when last_order_at <= $2::timestamptz
+     then date_part('day', $2::timestamptz - last_order_at)::int
+     else -1 - date_part('day', last_order_at - $2::timestamptz - interval '1 microsecond')::int
+end
 """
 
-# The values at given 0-based positions of each dimension sorted worst first: one sort of
-# bare values per dimension. `(k + 0.5) / n` picks position k. Recency is sorted as the
-# last order time (oldest first), which orders recency in days the same way.
-_AT_POSITIONS = f"""
-select percentile_disc($2::float8[]) within group (order by last_order_at) as r_at,
-       percentile_disc($2::float8[]) within group (order by orders_count) as f_at,
-       percentile_disc($2::float8[]) within group (order by gross - refunded) as m_at
+# How many contacts hold each recency (days) and each frequency, and all contacts: one scan,
+# a few thousand rows back. `grouping(...)`: 1 = recency, 2 = frequency, 3 = every contact.
+_HISTOGRAM = f"""
+select grouping(d, f) as dim, coalesce(d, f) as value, count(*) as n
+from (
+    select case when {_BUYER} then {_RECENCY_DAYS} end as d,
+           case when {_BUYER} then orders_count end as f
+    from segmentation_contacts where shop_id = $1
+) s
+group by grouping sets ((d), (f), ())
+"""
+
+# The monetary values at given 0-based positions, sorted worst first (one sort of bare
+# values): `(k + 0.5) / n` picks position k.
+_MONETARY_AT = f"""
+select percentile_disc($2::float8[]) within group (order by gross - refunded) as at
 from segmentation_contacts where shop_id = $1 and {_BUYER}
 """
 
 # Where the value at a quintile position ties with the one before it, the boundary is the
-# next strictly better value: for recency, the oldest last order after `now - x days`.
-_NEXT_BETTER = f"""
-select array[min(last_order_at) filter (where last_order_at > $2),
-             min(last_order_at) filter (where last_order_at > $3),
-             min(last_order_at) filter (where last_order_at > $4),
-             min(last_order_at) filter (where last_order_at > $5)] as r,
-       array[min(orders_count) filter (where orders_count > $6),
-             min(orders_count) filter (where orders_count > $7),
-             min(orders_count) filter (where orders_count > $8),
-             min(orders_count) filter (where orders_count > $9)] as f,
-       array[min(gross - refunded) filter (where gross - refunded > $10),
-             min(gross - refunded) filter (where gross - refunded > $11),
-             min(gross - refunded) filter (where gross - refunded > $12),
-             min(gross - refunded) filter (where gross - refunded > $13)] as m
+# next strictly better value.
+_MONETARY_BETTER = f"""
+select array[min(gross - refunded) filter (where gross - refunded > $2),
+             min(gross - refunded) filter (where gross - refunded > $3),
+             min(gross - refunded) filter (where gross - refunded > $4),
+             min(gross - refunded) filter (where gross - refunded > $5)] as better
 from segmentation_contacts where shop_id = $1 and {_BUYER}
 """
 
-# Scores against the boundaries (what `domain.rfm.score_values` does), stage and tier, in
-# one scan with no sort; only rows whose profile changed are staged. `recency <= t days`
-# is `last_order_at > now - (t + 1) days`: $11 holds those instants.
-_DIFF = f"""
-insert into seg_recompute_diff
-select contact_key, orders_count, gross, refunded, last_order_at, old_stage, old_tier,
-       old_segment, r, f, m, segment, stage, tier
+# Every contact scored against the boundaries (`width_bucket` counts the boundaries a value
+# reaches, which is `domain.rfm.score_values`), with stage and tier, in one scan of contacts
+# joined to their profiles; kept: new profiles, changed ones and, after a full join,
+# profiles whose contact is gone (an alias merge removed it while a recompute inserted its
+# profile). A shop's first recompute has no such profile: its left join runs in parallel.
+# Recency reaches `t` days when `last_order_at >= now - (t + 1) days + 1 microsecond`: $11
+# holds those instants. Sorted by id, so new profiles go into their index in order.
+_DIFF = """
+create temp table seg_recompute_diff on commit drop as
+select contact_id, contact_key, revision, gone, old_stage, old_tier, old_segment,
+       r, f, m, segment, stage, tier
 from (
-    select s.*,
-           case when s.r is not null then ($4::text[])[(s.r - 1) * 5 + (s.f + s.m) / 2] end
+    select t.*,
+           case when t.r is not null then ($4::text[])[(t.r - 1) * 5 + (t.f + t.m) / 2] end
                as segment,
            case
-               when not s.buyer then 'prospect'
-               when s.last_order_at <= $3 then 'ex_customer'
-               when s.last_order_at <= $2 then 'lapsing'
-               when s.orders_count >= $5 or s.m >= $6 then 'ambassador'
-               when s.orders_count >= 2 then 'loyal'
+               when t.gone then null
+               when not t.buyer then 'prospect'
+               when t.last_order_at <= $3 then 'ex_customer'
+               when t.last_order_at <= $2 then 'lapsing'
+               when t.orders_count >= $5 or t.m >= $6 then 'ambassador'
+               when t.orders_count >= 2 then 'loyal'
                else 'new_customer'
            end as stage,
            case
-               when not s.buyer then null
-               when s.last_order_at > $2 and s.orders_count >= $9 and s.net >= $10
+               when t.gone or not t.buyer then null
+               when t.last_order_at > $2 and t.orders_count >= $9 and t.net >= $10
                    then 'ambassador'
-               when s.orders_count >= $7 or s.net >= $8 then 'premium'
-               when s.orders_count >= 2 then 'recurrence'
+               when t.orders_count >= $7 or t.net >= $8 then 'premium'
+               when t.orders_count >= 2 then 'recurrence'
                else 'discovery'
            end as tier
     from (
-        select c.contact_key, c.orders_count, c.gross, c.refunded, c.last_order_at,
-               c.gross - c.refunded as net, {_BUYER} as buyer,
-               c.r as old_r, c.f as old_f, c.m as old_m, c.segment as old_segment,
-               c.stage as old_stage, c.tier as old_tier,
-               case when {_BUYER} then (1
-                   + coalesce((c.last_order_at > ($11::timestamptz[])[1])::int, 0)
-                   + coalesce((c.last_order_at > ($11::timestamptz[])[2])::int, 0)
-                   + coalesce((c.last_order_at > ($11::timestamptz[])[3])::int, 0)
-                   + coalesce((c.last_order_at > ($11::timestamptz[])[4])::int, 0))::smallint
+        select coalesce(c.id, p.contact_id) as contact_id, c.contact_key, c.id is null as gone,
+               c.orders_count, c.last_order_at, c.net, c.buyer, p.revision,
+               p.r as old_r, p.f as old_f, p.m as old_m, p.segment as old_segment,
+               p.stage as old_stage, p.tier as old_tier,
+               case when c.buyer
+                   then (1 + width_bucket(c.last_order_at, $11::timestamptz[]))::smallint
                end as r,
-               case when {_BUYER} then (1
-                   + coalesce((c.orders_count >= ($12::int[])[1])::int, 0)
-                   + coalesce((c.orders_count >= ($12::int[])[2])::int, 0)
-                   + coalesce((c.orders_count >= ($12::int[])[3])::int, 0)
-                   + coalesce((c.orders_count >= ($12::int[])[4])::int, 0))::smallint
-               end as f,
-               case when {_BUYER} then (1
-                   + coalesce((c.gross - c.refunded >= ($13::numeric[])[1])::int, 0)
-                   + coalesce((c.gross - c.refunded >= ($13::numeric[])[2])::int, 0)
-                   + coalesce((c.gross - c.refunded >= ($13::numeric[])[3])::int, 0)
-                   + coalesce((c.gross - c.refunded >= ($13::numeric[])[4])::int, 0))::smallint
-               end as m
-        from segmentation_contacts c where c.shop_id = $1 offset 0
-    ) as s
-) as fresh
-where old_stage is null
+               case when c.buyer
+                   then (1 + width_bucket(c.orders_count, $12::int[]))::smallint end as f,
+               case when c.buyer
+                   then (1 + width_bucket(c.net, $13::numeric[]))::smallint end as m
+        from (
+            select id, contact_key, orders_count, last_order_at, gross - refunded as net,
+                   {buyer} as buyer
+            from segmentation_contacts where shop_id = $1
+        ) c
+        {join} join (
+            select contact_id, revision, r, f, m, segment, stage, tier
+            from segmentation_profiles where shop_id = $1
+        ) p on p.contact_id = c.id
+    ) t
+) s
+where gone or revision is null
    or old_r is distinct from r or old_f is distinct from f or old_m is distinct from m
    or old_segment is distinct from segment or old_stage is distinct from stage
    or old_tier is distinct from tier
+order by contact_id
+"""
+_DIFF_FIRST = _DIFF.format(buyer=_BUYER, join="left")
+_DIFF = _DIFF.format(buyer=_BUYER, join="full")
+
+# Change events per staged row: the stage always, tier and segment once they exist.
+_CHANGES = """
+(old_stage is distinct from stage)::int
++ (tier is not null and old_tier is distinct from tier)::int
++ (segment is not null and old_segment is distinct from segment)::int
 """
 
-# The update re-checks, on the row's latest version, that its aggregates and profile are
-# still those it scored: a contact an event touched meanwhile keeps the event's profile
-# until the next recompute, and no change is ever reported twice.
-_WRITE_DIFF = """
-with written as (
-    update segmentation_contacts c set
-        r = d.r, f = d.f, m = d.m, segment = d.segment, stage = d.stage, tier = d.tier,
-        profiled_at = $2
-    from seg_recompute_diff d
-    where c.shop_id = $1 and c.contact_key = d.contact_key
-      and c.orders_count = d.orders_count and c.gross = d.gross and c.refunded = d.refunded
-      and c.last_order_at is not distinct from d.last_order_at
-      and c.stage is not distinct from d.old_stage and c.tier is not distinct from d.old_tier
-      and c.segment is not distinct from d.old_segment
-    returning d.contact_key, d.old_stage, d.stage, d.old_tier, d.tier, d.old_segment,
-              d.segment, d.r, d.f, d.m
-),
-staged as (
-    insert into seg_recompute_changes
-    select * from written
-    where old_stage is distinct from stage
-       or (tier is not null and old_tier is distinct from tier)
-       or (segment is not null and old_segment is distinct from segment)
-    returning (old_stage is distinct from stage)::int
-              + (tier is not null and old_tier is distinct from tier)::int
-              + (segment is not null and old_segment is distinct from segment)::int as n
+_STAGED = f"""
+select count(*) filter (where not gone and revision is not null) as changed,
+       count(*) filter (where not gone and revision is null) as new,
+       count(*) filter (where gone) as gone,
+       coalesce(sum({_CHANGES}) filter (where not gone), 0) as changes
+from seg_recompute_diff
+"""
+
+# Re-checked on each profile's latest version: an event that touched the contact since the
+# diff bumped its revision, so its profile stays.
+_UPDATE_PROFILES = """
+update segmentation_profiles p set r = d.r, f = d.f, m = d.m, segment = d.segment,
+    stage = d.stage, tier = d.tier, profiled_at = $1
+from seg_recompute_diff d
+where p.contact_id = d.contact_id and not d.gone and d.revision is not null
+  and p.revision = d.revision
+"""
+
+_INSERT_PROFILES = """
+insert into segmentation_profiles
+    (contact_id, shop_id, revision, r, f, m, segment, stage, tier, profiled_at)
+select contact_id, $1, 0, r, f, m, segment, stage, tier, $2
+from seg_recompute_diff where not gone and revision is null
+"""
+
+_DELETE_GONE = """
+delete from segmentation_profiles p using seg_recompute_diff d
+where d.gone and p.contact_id = d.contact_id
+"""
+
+# After a race with events: keep only the rows this recompute wrote (their revision is the
+# one it read; an event's is higher, and the recompute inserts revision 0).
+_FORGET_UNWRITTEN = """
+delete from seg_recompute_diff d
+where not d.gone and not exists (
+    select 1 from segmentation_profiles p
+    where p.contact_id = d.contact_id and p.revision = coalesce(d.revision, 0)
 )
-select (select count(*) from written) as written,
-       (select coalesce(sum(n), 0) from staged) as recorded
 """
 
 _STATS = """
 insert into segmentation_shop_stats as s
     (shop_id, as_of, customers, contacts, average_basket, basket_window_days,
      r_bounds, f_bounds, m_bounds)
-values ($1, $2, $3, $4,
-        (select round(avg(total), 4) from segmentation_orders
-          where shop_id = $1 and ordered_at > $2::timestamptz - make_interval(days => $5)
-            and ordered_at <= $2::timestamptz),
-        $5, $6, $7, $8)
+values ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 on conflict (shop_id) do update set
     as_of = excluded.as_of, customers = excluded.customers, contacts = excluded.contacts,
     average_basket = excluded.average_basket, basket_window_days = excluded.basket_window_days,
     r_bounds = excluded.r_bounds, f_bounds = excluded.f_bounds, m_bounds = excluded.m_bounds
-returning average_basket
 """
 
+# `include (total)` on the time index: an index-only scan of the window.
+_BASKET = """
+select round(avg(total), 4) from segmentation_orders
+where shop_id = $1 and ordered_at > $2::timestamptz - make_interval(days => $3)
+  and ordered_at <= $2::timestamptz
+"""
+
+# Orders imported in bulk: the aggregates of the contacts concerned are rebuilt from the
+# ledger, and their profiles' revisions bumped like an event's.
 _REBUILD_FROM_LEDGER = """
 with affected as (select distinct unnest($3::text[]) as contact_key),
 o as (
@@ -364,17 +426,23 @@ r as (
     select contact_key, sum(amount) as refunded from segmentation_refunds
     where shop_id = $1 and contact_key in (select contact_key from affected)
     group by contact_key
+),
+rebuilt as (
+    insert into segmentation_contacts as c
+        (shop_id, contact_key, orders_count, gross, refunded, first_order_at, last_order_at,
+         last_order_total, updated_at)
+    select $1, a.contact_key, coalesce(o.n, 0), coalesce(o.gross, 0),
+           coalesce(r.refunded, 0), o.first_at, o.last_at, o.last_total, $2
+    from affected a left join o using (contact_key) left join r using (contact_key)
+    on conflict (shop_id, contact_key) do update set
+        orders_count = excluded.orders_count, gross = excluded.gross,
+        refunded = excluded.refunded, first_order_at = excluded.first_order_at,
+        last_order_at = excluded.last_order_at, last_order_total = excluded.last_order_total,
+        updated_at = excluded.updated_at
+    returning c.id
 )
-insert into segmentation_contacts as c
-    (shop_id, contact_key, orders_count, gross, refunded, first_order_at, last_order_at,
-     last_order_total, updated_at)
-select $1, a.contact_key, coalesce(o.n, 0), coalesce(o.gross, 0), coalesce(r.refunded, 0),
-       o.first_at, o.last_at, o.last_total, $2
-from affected a left join o using (contact_key) left join r using (contact_key)
-on conflict (shop_id, contact_key) do update set
-    orders_count = excluded.orders_count, gross = excluded.gross, refunded = excluded.refunded,
-    first_order_at = excluded.first_order_at, last_order_at = excluded.last_order_at,
-    last_order_total = excluded.last_order_total, updated_at = excluded.updated_at
+update segmentation_profiles set revision = revision + 1
+where contact_id in (select id from rebuilt)
 """
 
 # Shops in one index skip: one probe per distinct shop, whatever their sizes.
@@ -488,6 +556,37 @@ def _staged_changes(
     ]
 
 
+@dataclass(frozen=True)
+class _Locked:
+    """A contact's row and profile, locked by this transaction, with the shop's bounds."""
+
+    contact_id: int
+    row: asyncpg.Record
+    profile: ContactProfile | None
+    profiled_at: datetime | None
+    bounds: RfmBoundaries | None
+
+
+def _status_count(status: str) -> int:
+    return int(status.split()[-1])
+
+
+def _past_tie(at: dict[int, Decimal], k: int, n: int) -> tuple[Decimal | None, Decimal | None]:
+    """The boundary for `k` strictly worse values from the values at known sorted positions,
+    or the tied value whose next better value is beyond them (then the boundary is None)."""
+    if k >= n:
+        return None, None
+    v = at[k]
+    if at[k - 1] != v:
+        return v, None
+    p = k + 1
+    while p in at:
+        if at[p] != v:
+            return at[p], None
+        p += 1
+    return None, (None if p >= n else v)
+
+
 class SegmentationRepository:
     """Aggregates and scored profiles of every contact of every shop."""
 
@@ -527,25 +626,28 @@ class SegmentationRepository:
         assert row is not None
         if isinstance(p, OrderCompleted | OrderRefunded) and row["fresh"] == 0:
             return []
-        if row["contact_key"] is None:
-            await conn.execute(
-                "insert into segmentation_contacts (shop_id, contact_key, updated_at)"
-                " values ($1, $2, $3) on conflict do nothing",
-                shop,
-                key,
-                now,
-            )
-            row = await conn.fetchrow(_READ_PLAIN, shop, key)
-            assert row is not None
-            assert row["contact_key"] is not None
-        before = _aggregate(shop, key, row)
+        locked = await self._locked(conn, shop, key, row, now)
+        before = _aggregate(shop, key, locked.row)
         sources = alias_sources(event)
         if sources:
             before = await self._absorb(conn, before, sources, now)
         after = apply(before, event, now)
-        return await self._store(
-            conn, after, _profile(key, row), row["profiled_at"], _bounds(row), now, event
-        )
+        return await self._store(conn, locked, after, now, event)
+
+    async def _locked(
+        self, conn: Connection, shop: str, key: str, row: asyncpg.Record, now: datetime
+    ) -> _Locked:
+        bounds = _bounds(row)
+        if row["id"] is None:
+            created = await conn.fetchrow(_CREATE_CONTACT, shop, key, now)
+            if created is not None:
+                return _Locked(created["id"], created, None, None, bounds)
+            # created by another transaction meanwhile: read (and lock) it
+            again = await conn.fetchrow(_READ_PLAIN, shop, key)
+            assert again is not None
+            assert again["id"] is not None
+            row = again
+        return _Locked(row["id"], row, _profile(key, row), row["profiled_at"], bounds)
 
     async def _absorb(
         self, conn: Connection, known: ContactAggregate, sources: Sequence[str], now: datetime
@@ -572,29 +674,25 @@ class SegmentationRepository:
                 found,
             )
         await conn.execute(
-            "delete from segmentation_contacts where shop_id = $1 and contact_key = any($2)",
-            known.shop_id,
-            found,
+            "with contact as (delete from segmentation_contacts where id = any($1::bigint[]))"
+            " delete from segmentation_profiles where contact_id = any($1::bigint[])",
+            [r["id"] for r in rows],
         )
         return merged
 
     async def _store(
         self,
         conn: Connection,
+        locked: _Locked,
         agg: ContactAggregate,
-        before: ContactProfile | None,
-        profiled_at: datetime | None,
-        bounds: RfmBoundaries | None,
         now: datetime,
         cause: Event[Payload],
     ) -> list[SegmentChange]:
-        after = profile_of(agg, bounds, self._config, now)
-        changed = after != before
+        after = profile_of(agg, locked.bounds, self._config, now)
+        before, profiled_at = locked.profile, locked.profiled_at
         t = agg.traits
-        await conn.execute(
-            _WRITE_CONTACT,
-            agg.shop_id,
-            agg.contact_key,
+        contact = (
+            locked.contact_id,
             t.model_dump_json(exclude_defaults=True),
             json.dumps(agg.consent),
             agg.orders_count,
@@ -609,15 +707,20 @@ class SegmentationRepository:
             t.birthday,
             t.signup_at,
             agg.updated_at,
-            after.r,
-            after.f,
-            after.m,
-            after.segment,
-            after.stage,
-            after.tier,
-            now if changed else profiled_at,
         )
-        if not changed:
+        profile = (after.r, after.f, after.m, after.segment, after.stage, after.tier)
+        first = before is None and await conn.fetchval(
+            _WRITE_FIRST, *contact, *profile, now, agg.shop_id
+        )
+        if not first:
+            if before is None:
+                # a recompute gave this contact its first profile meanwhile: compare with it
+                found = await conn.fetchrow(_LOCK_PROFILE, locked.contact_id)
+                assert found is not None
+                before, profiled_at = _profile(agg.contact_key, found), found["profiled_at"]
+            changed = after != before
+            await conn.execute(_WRITE, *contact, *profile, now if changed else profiled_at)
+        if after == before:
             return []
         return [
             SegmentChange(
@@ -681,77 +784,120 @@ class SegmentationRepository:
         self, conn: Connection, shop_id: str, now: datetime
     ) -> RfmBoundaries | None:
         """Quintile boundaries over the shop's buyers as of `now` (None without buyers)."""
-        counts = await conn.fetchrow(_COUNTS, shop_id)
-        assert counts is not None
-        return await self._boundaries(conn, shop_id, now, counts["buyers"])
+        bounds, _, _ = await self._boundaries(conn, shop_id, now)
+        return bounds
 
     async def _boundaries(
-        self, conn: Connection, shop_id: str, now: datetime, n: int
-    ) -> RfmBoundaries | None:
-        """Per score 2..5 the worst value whose count of strictly worse values reaches
-        `ceil((score - 1) * n / 5)`, which is where `domain.rfm` scores it that high."""
+        self, conn: Connection, shop_id: str, now: datetime
+    ) -> tuple[RfmBoundaries | None, int, int]:
+        """The boundaries, the shop's contacts and its buyers. Recency and frequency come
+        from how many buyers hold each value; monetary, nearly continuous, from a sort."""
+        recency: list[tuple[int, int]] = []
+        frequency: list[tuple[int, int]] = []
+        contacts = 0
+        for row in await conn.fetch(_HISTOGRAM, shop_id, now):
+            if row["dim"] == 3:
+                contacts = row["n"]
+            elif row["value"] is not None:
+                (recency if row["dim"] == 1 else frequency).append((row["value"], row["n"]))
+        n = sum(count for _, count in frequency)
         if n == 0:
-            return None
-        # ceil: 1..n; k == n means no value reaches that score
-        needed = [-(-(s - 1) * n // 5) for s in (2, 3, 4, 5)]
-        positions = sorted({p for k in needed if k < n for p in (k - 1, k)})
-        row = await conn.fetchrow(_AT_POSITIONS, shop_id, [(p + 0.5) / n for p in positions])
-        assert row is not None
-        at: dict[str, dict[int, Any]] = {
-            d: dict(zip(positions, row[f"{d}_at"], strict=True)) for d in "rfm"
-        }
-        at["r"] = {p: recency_days(v, now) for p, v in at["r"].items()}
-        bounds: dict[str, list[Any]] = {d: [] for d in "rfm"}
-        ties: dict[str, list[bool]] = {d: [] for d in "rfm"}
-        for d in "rfm":
-            for k in needed:
-                bounds[d].append(at[d][k] if k < n else None)
-                # the value at position k ties with the one before: not enough worse values
-                ties[d].append(k < n and at[d][k - 1] == at[d][k])
-        if any(any(t) for t in ties.values()):
-            better = await conn.fetchrow(
-                _NEXT_BETTER,
-                shop_id,
-                *(None if x is None else now - timedelta(days=x) for x in bounds["r"]),
-                *bounds["f"],
-                *bounds["m"],
-            )
-            assert better is not None
-            found = {
-                "r": [None if t is None else recency_days(t, now) for t in better["r"]],
-                "f": list(better["f"]),
-                "m": list(better["m"]),
-            }
-            for d in "rfm":
-                bounds[d] = [
-                    found[d][i] if tie else v
-                    for i, (v, tie) in enumerate(zip(bounds[d], ties[d], strict=True))
-                ]
-        r, f, m = bounds["r"], bounds["f"], bounds["m"]
-        return RfmBoundaries(
-            recency_days=(r[0], r[1], r[2], r[3]),
-            frequency=(f[0], f[1], f[2], f[3]),
-            monetary=(m[0], m[1], m[2], m[3]),
-            population=n,
+            return None, contacts, 0
+        recency.sort(reverse=True)  # worst first: the most days since the last order
+        frequency.sort()
+        return (
+            RfmBoundaries(
+                recency_days=boundaries_from_counts(recency, n),
+                frequency=boundaries_from_counts(frequency, n),
+                monetary=await self._monetary_bounds(conn, shop_id, n),
+                population=n,
+            ),
+            contacts,
+            n,
         )
 
-    async def recompute(self, conn: Connection, shop_id: str, now: datetime) -> RecomputeResult:
-        """Re-score every contact of the shop as of `now` (set-based), write back what
-        changed, stage its changes for `recompute_changes`, refresh shop figures."""
-        # the quintile sorts stay in memory (this transaction only)
+    async def _monetary_bounds(self, conn: Connection, shop_id: str, n: int) -> MonetaryBounds:
+        """Per score the value at position `k` (worst first), unless it ties with the value
+        at `k - 1`: then it has too few strictly worse values, and the boundary is the next
+        strictly better value. One sort gives the values at `k - 1 .. k + _LOOK_AHEAD`; a tie
+        longer than that costs one more scan."""
+        needed = worse_needed(n)
+        positions = sorted(
+            {p for k in needed if k < n for p in range(k - 1, min(k + _LOOK_AHEAD, n - 1) + 1)}
+        )
+        if not positions:
+            return None, None, None, None
+        values = await conn.fetchval(_MONETARY_AT, shop_id, [(p + 0.5) / n for p in positions])
+        at: dict[int, Decimal] = dict(zip(positions, values, strict=True))
+        bounds: list[Decimal | None] = []
+        unresolved: list[Decimal | None] = []
+        for k in needed:
+            found, past = _past_tie(at, k, n)
+            bounds.append(found)
+            unresolved.append(past)
+        if any(v is not None for v in unresolved):
+            better = await conn.fetchval(_MONETARY_BETTER, shop_id, *unresolved)
+            bounds = [
+                b if u is not None else v
+                for v, b, u in zip(bounds, better, unresolved, strict=True)
+            ]
+        return bounds[0], bounds[1], bounds[2], bounds[3]
+
+    async def recompute(
+        self, conn: Connection, shop_id: str, now: datetime, *, side: Connection | None = None
+    ) -> RecomputeResult:
+        """Re-score every contact of the shop as of `now` (set-based), write the profiles
+        that changed, stage their changes for `recompute_changes`, refresh shop figures.
+
+        With `side` (a second connection, outside this transaction), the average basket is
+        read there while this connection scores contacts; only when this transaction holds
+        no uncommitted orders of the shop.
+        """
+        basket_read = (
+            asyncio.ensure_future(self.average_basket(side, shop_id, now))
+            if side is not None
+            else None
+        )
+        try:
+            return await self._recompute(conn, shop_id, now, basket_read)
+        finally:
+            if basket_read is not None and not basket_read.done():
+                # this recompute failed: let the side read end before its connection is reused
+                with contextlib.suppress(Exception):
+                    await basket_read
+
+    async def average_basket(self, conn: Connection, shop_id: str, now: datetime) -> Decimal | None:
+        """Mean order value over the basket window ending at `now`."""
+        basket: Decimal | None = await conn.fetchval(
+            _BASKET, shop_id, now, self._basket_window_days
+        )
+        return basket
+
+    async def _recompute(
+        self,
+        conn: Connection,
+        shop_id: str,
+        now: datetime,
+        basket_read: asyncio.Future[Decimal | None] | None,
+    ) -> RecomputeResult:
+        # the sorts and hashes of one scan stay in memory (this transaction only)
         await conn.execute("set local work_mem = '256MB'")
-        await conn.execute(_STAGING)
-        counts = await conn.fetchrow(_COUNTS, shop_id)
-        assert counts is not None
-        bounds = await self._boundaries(conn, shop_id, now, counts["buyers"])
-        empty: list[Any] = [None] * 4
-        r_bounds = empty if bounds is None else list(bounds.recency_days)
-        f_bounds = empty if bounds is None else list(bounds.frequency)
-        m_bounds = empty if bounds is None else list(bounds.monetary)
+        bounds, contacts, buyers = await self._boundaries(conn, shop_id, now)
+        r_bounds: list[Any] = [None] * 4
+        f_bounds: list[Any] = [None] * 4
+        m_bounds: list[Any] = [None] * 4
+        if bounds is not None:
+            r_bounds = list(bounds.recency_days)
+            f_bounds = list(bounds.frequency)
+            m_bounds = list(bounds.monetary)
         c = self._config
         cut = Cutoffs.at(now, c)
+        first = not await conn.fetchval(
+            "select exists (select 1 from segmentation_shop_stats where shop_id = $1)", shop_id
+        )
+        await conn.execute("drop table if exists seg_recompute_diff")
         await conn.execute(
-            _DIFF,
+            _DIFF_FIRST if first else _DIFF,
             shop_id,
             cut.lapsing,
             cut.ex_customer,
@@ -762,30 +908,61 @@ class SegmentationRepository:
             c.premium_min_net,
             c.ambassador_tier_min_orders,
             c.ambassador_tier_min_net,
-            [None if t is None else now - timedelta(days=t + 1) for t in r_bounds],
-            f_bounds,
-            m_bounds,
+            [now - timedelta(days=t + 1, microseconds=-1) for t in r_bounds if t is not None],
+            [v for v in f_bounds if v is not None],
+            [v for v in m_bounds if v is not None],
         )
-        written = await conn.fetchrow(_WRITE_DIFF, shop_id, now)
-        assert written is not None
-        basket = await conn.fetchval(
+        staged = await conn.fetchrow(_STAGED)
+        assert staged is not None
+        written = 0
+        if staged["changed"]:
+            written += _status_count(await conn.execute(_UPDATE_PROFILES, now))
+        if staged["new"]:
+            written += await self._insert_profiles(conn, shop_id, now)
+        if staged["gone"]:
+            await conn.execute(_DELETE_GONE)
+        recorded = int(staged["changes"])
+        if written < staged["changed"] + staged["new"]:
+            await conn.execute(_FORGET_UNWRITTEN)
+            recorded = int(
+                await conn.fetchval(
+                    f"select coalesce(sum({_CHANGES}), 0) from seg_recompute_diff where not gone"
+                )
+            )
+        basket = (
+            await self.average_basket(conn, shop_id, now)
+            if basket_read is None
+            else await basket_read
+        )
+        await conn.execute(
             _STATS,
             shop_id,
             now,
-            counts["buyers"],
-            counts["contacts"],
+            buyers,
+            contacts,
+            basket,
             self._basket_window_days,
             r_bounds,
             f_bounds,
             m_bounds,
         )
         return RecomputeResult(
-            contacts=counts["contacts"],
-            customers=counts["buyers"],
-            profiles_written=written["written"],
-            changes_recorded=int(written["recorded"]),
+            contacts=contacts,
+            customers=buyers,
+            profiles_written=written,
+            changes_recorded=recorded,
             average_basket=basket,
         )
+
+    async def _insert_profiles(self, conn: Connection, shop_id: str, now: datetime) -> int:
+        """First profiles: a plain insert, unless an event gave one of these contacts its
+        first profile since the diff; then again, skipping those."""
+        try:
+            async with conn.transaction():
+                return _status_count(await conn.execute(_INSERT_PROFILES, shop_id, now))
+        except asyncpg.UniqueViolationError:
+            status = await conn.execute(_INSERT_PROFILES + " on conflict do nothing", shop_id, now)
+            return _status_count(status)
 
     async def recompute_changes(
         self, conn: Connection, shop_id: str, now: datetime, batch: int = 5000
@@ -794,7 +971,9 @@ class SegmentationRepository:
         cause = f"recompute:{now.isoformat()}"
         chunk: list[SegmentChange] = []
         async for row in conn.cursor(
-            "select * from seg_recompute_changes order by contact_key", prefetch=batch
+            "select contact_key, old_stage, stage, old_tier, tier, old_segment, segment, r, f, m"
+            " from seg_recompute_diff where not gone order by contact_id",
+            prefetch=batch,
         ):
             chunk.extend(_staged_changes(shop_id, row, now, cause))
             if len(chunk) >= batch:
@@ -817,7 +996,8 @@ class SegmentationRepository:
 
     async def contact(self, conn: Connection, shop_id: str, contact_key: str) -> ContactView | None:
         row = await conn.fetchrow(
-            f"select {_CONTACT_COLUMNS} from segmentation_contacts c"
+            f"select {_CONTACT_COLUMNS}, {_PROFILE_COLUMNS} from segmentation_contacts c"
+            " left join segmentation_profiles p on p.contact_id = c.id"
             " where c.shop_id = $1 and c.contact_key = $2",
             shop_id,
             contact_key,
@@ -828,10 +1008,10 @@ class SegmentationRepository:
 
     async def summary(self, conn: Connection, shop_id: str) -> ShopSummary:
         rows = await conn.fetch(
-            "select g.dim, g.name, count(*) as n from segmentation_contacts c"
-            " cross join lateral (values ('stage', c.stage), ('tier', c.tier),"
-            "   ('segment', c.segment)) as g(dim, name)"
-            " where c.shop_id = $1 and g.name is not null group by g.dim, g.name",
+            "select g.dim, g.name, count(*) as n from segmentation_profiles p"
+            " cross join lateral (values ('stage', p.stage), ('tier', p.tier),"
+            "   ('segment', p.segment)) as g(dim, name)"
+            " where p.shop_id = $1 and g.name is not null group by g.dim, g.name",
             shop_id,
         )
         counts: dict[str, dict[str, int]] = {"stage": {}, "tier": {}, "segment": {}}
@@ -858,8 +1038,9 @@ class SegmentationRepository:
         rows = await conn.fetch(
             "select c.contact_key, c.orders_count, c.gross - c.refunded as net,"
             " floor((extract(epoch from $2::timestamptz) - extract(epoch from c.last_order_at))"
-            "       / 86400)::int as recency_days, c.r, c.f, c.m, c.segment"
-            " from segmentation_contacts c where c.shop_id = $1 and c.r is not null",
+            "       / 86400)::int as recency_days, p.r, p.f, p.m, p.segment"
+            " from segmentation_contacts c join segmentation_profiles p on p.contact_id = c.id"
+            " where c.shop_id = $1 and p.r is not null",
             shop_id,
             now,
         )

@@ -11,7 +11,7 @@ Worst first means: recency in days descending, frequency and monetary ascending.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -122,6 +122,32 @@ def _int(v: int | Decimal | None) -> int | None:
 
 def _dec(v: int | Decimal | None) -> Decimal | None:
     return None if v is None else Decimal(v)
+
+
+Bounds = tuple[V | None, V | None, V | None, V | None]
+
+
+def worse_needed(population: int) -> tuple[int, int, int, int]:
+    """For scores 2..5, how many strictly worse values reach it: `ceil((s - 1) * N / 5)`."""
+    a, b, c, d = (-(-(s - 1) * population // 5) for s in SCORES[1:])
+    return a, b, c, d
+
+
+def boundaries_from_counts(counts: Iterable[tuple[V, int]], population: int) -> Bounds[V]:
+    """Boundaries of scores 2..5 from how many contacts hold each distinct value, the values
+    ordered worst first: per score, the first value with enough strictly worse values."""
+    needed = worse_needed(population)
+    found: list[V | None] = [None, None, None, None]
+    worse = 0
+    i = 0
+    for value, n in counts:
+        while i < 4 and worse >= needed[i]:
+            found[i] = value
+            i += 1
+        if i == 4:
+            break
+        worse += n
+    return found[0], found[1], found[2], found[3]
 
 
 def _score_by(thresholds: Sequence[int | Decimal | None], value: int | Decimal, lower: bool) -> int:

@@ -88,7 +88,8 @@ class ContactIdentified(Payload):
 
 
 class ContactTraitsChanged(Payload):
-    """Emitted by segmentation when a stored trait actually changed value."""
+    """A stored trait that actually changed value. Reserved: nothing emits it today (the
+    orchestrator folds `contact.identified` itself; see the segmentation README)."""
 
     TYPE: ClassVar[str] = "contact.traits_changed"
 

@@ -38,15 +38,21 @@ def test_infrastructure_and_all_five_services_are_there() -> None:
 
 
 @pytest.mark.parametrize("name", SERVICE_NAMES)
-def test_each_service_builds_from_its_own_dockerfile(name: str) -> None:
+def test_each_service_builds_the_shared_dockerfile_for_itself(name: str) -> None:
     build = COMPOSE["services"][name]["build"]
     context = REPO / build["context"]
     dockerfile = context / build["dockerfile"]
     assert context.is_dir()
     assert dockerfile.is_file()
+    assert build["args"] == {"SERVICE": name}
     text = dockerfile.read_text()
-    assert f"uv sync --frozen --no-dev --no-editable --package relance-{name}" in text
-    assert f'"-m", "relance_{name}"' in text
+    # what the build arg turns into: the service's package and its module
+    assert 'uv sync --frozen --no-dev --no-editable --package "relance-$SERVICE"' in text
+    assert "SERVICE_MODULE=relance_$SERVICE" in text
+    assert 'exec python -m \\"$SERVICE_MODULE\\"' in text
+    assert (REPO / "services" / name / "pyproject.toml").read_text().count(
+        f'name = "relance-{name}"'
+    ) == 1
     assert importlib.util.find_spec(f"relance_{name}.__main__") is not None
     for copied in re.findall(r"^COPY (?!--from)(\S+)", text, flags=re.M):
         assert (context / copied).exists(), f"{dockerfile} copies missing {copied}"

@@ -36,7 +36,7 @@ class ConsentRecord:
 
 @dataclass(frozen=True, slots=True)
 class Allowed:
-    pass
+    """Nothing stands in the way of this send."""
 
 
 BlockCause = SuppressionReason | Literal["consent"]

@@ -4,7 +4,9 @@ reports)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
@@ -15,6 +17,7 @@ from relance_sender.services import HandleInboundSms, RecordDeliveryReport
 from relance_sender.wiring import TWILIO_STATUS_PATH
 
 log = logging.getLogger("relance_sender")
+T = TypeVar("T")
 
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 
@@ -35,14 +38,25 @@ def _error(status: int, field: str, reason: str) -> JSONResponse:
 def build_router(deps: SenderHttpDeps) -> APIRouter:
     router = APIRouter(tags=["sender"])
 
-    async def signed_form(request: Request) -> tuple[dict[str, str], str]:
-        """The form fields, and the URL Twilio signed: our public base, this path and query."""
+    async def twilio_webhook(request: Request, parse: Callable[..., T]) -> T | Response:
+        """The webhook read by `parse` once its signature checks out, or the answer to give:
+        404 when no Twilio account is configured, 403 for a bad signature or form. The URL
+        Twilio signed is our public base, this path and query."""
+        if deps.twilio_auth_token is None:
+            return _error(404, "provider", "no Twilio account is configured")
         form = await request.form()
-        params = {key: value for key, value in form.items() if isinstance(value, str)}
         url = deps.public_url.rstrip("/") + request.url.path
         if request.url.query:
             url += "?" + request.url.query
-        return params, url
+        try:
+            return parse(
+                auth_token=deps.twilio_auth_token,
+                url=url,
+                params={key: value for key, value in form.items() if isinstance(value, str)},
+                signature=request.headers.get("x-twilio-signature"),
+            )
+        except InvalidWebhook as exc:
+            return _error(403, "X-Twilio-Signature", str(exc))
 
     @router.post(
         "/v1/sms/inbound/twilio/{shop_id}",
@@ -50,18 +64,9 @@ def build_router(deps: SenderHttpDeps) -> APIRouter:
         response_model=None,
     )
     async def twilio_inbound(shop_id: str, request: Request) -> Response:
-        if deps.twilio_auth_token is None:
-            return _error(404, "provider", "no Twilio account is configured")
-        params, url = await signed_form(request)
-        try:
-            inbound = parse_twilio_inbound(
-                auth_token=deps.twilio_auth_token,
-                url=url,
-                params=params,
-                signature=request.headers.get("x-twilio-signature"),
-            )
-        except InvalidWebhook as exc:
-            return _error(403, "X-Twilio-Signature", str(exc))
+        inbound = await twilio_webhook(request, parse_twilio_inbound)
+        if isinstance(inbound, Response):
+            return inbound
         try:
             action = await deps.inbound_sms.handle(
                 shop_id=shop_id,
@@ -80,18 +85,9 @@ def build_router(deps: SenderHttpDeps) -> APIRouter:
         response_model=None,
     )
     async def twilio_status(request: Request, m: str = "") -> Response:
-        if deps.twilio_auth_token is None:
-            return _error(404, "provider", "no Twilio account is configured")
-        params, url = await signed_form(request)
-        try:
-            report = parse_twilio_status(
-                auth_token=deps.twilio_auth_token,
-                url=url,
-                params=params,
-                signature=request.headers.get("x-twilio-signature"),
-            )
-        except InvalidWebhook as exc:
-            return _error(403, "X-Twilio-Signature", str(exc))
+        report = await twilio_webhook(request, parse_twilio_status)
+        if isinstance(report, Response):
+            return report
         if not m:
             return _error(400, "m", "the message id is missing from the callback URL")
         action = "ignored"

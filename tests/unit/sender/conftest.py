@@ -1,9 +1,14 @@
 from __future__ import annotations
 
+import base64
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from relance_runtime.tokens import TokenSigner
 from relance_sender.domain.request import SendRequest
@@ -113,3 +118,26 @@ def identity() -> SenderIdentity:
 @pytest.fixture
 def builder(renderer: Renderer, signer: TokenSigner, identity: SenderIdentity) -> EmailBuilder:
     return EmailBuilder(renderer=renderer, signer=signer, public_url=PUBLIC_URL, identity=identity)
+
+
+@dataclass(frozen=True)
+class DkimTestKey:
+    """An RSA-2048 DKIM key: the private PEM to sign with, and the DNS TXT record."""
+
+    pem: bytes
+    record: bytes
+
+
+@cache
+def dkim_test_key() -> DkimTestKey:
+    """One key for the whole session (generating one takes a while)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return DkimTestKey(pem, b"v=DKIM1; k=rsa; p=" + base64.b64encode(public))

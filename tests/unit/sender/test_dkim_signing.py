@@ -3,13 +3,11 @@ every signature (stubbed DNS)."""
 
 from __future__ import annotations
 
-import base64
 from email import message_from_bytes, policy
 
 import dkim
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from dkim.canonicalization import Relaxed
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -17,17 +15,10 @@ from hypothesis import strategies as st
 from relance_sender.dkim_signing import DkimSigner, relaxed_body, relaxed_header
 from relance_sender.email_message import DKIM_HEADERS, encoded_words, header
 
-KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-PEM = KEY.private_bytes(
-    serialization.Encoding.PEM,
-    serialization.PrivateFormat.TraditionalOpenSSL,
-    serialization.NoEncryption(),
-)
-RECORD = b"v=DKIM1; k=rsa; p=" + base64.b64encode(
-    KEY.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-)
+from .conftest import dkim_test_key
+
+PEM = dkim_test_key().pem
+RECORD = dkim_test_key().record
 SIGNER = DkimSigner(selector="s1", domain="shop.example", private_key_pem=PEM, headers=DKIM_HEADERS)
 
 

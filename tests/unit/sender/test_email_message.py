@@ -1,20 +1,16 @@
 from __future__ import annotations
 
-import base64
 import re
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 
 import dkim
-import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from relance_runtime.tokens import TokenSigner
 from relance_sender.email_message import DkimKey, EmailBuilder, SenderIdentity
 from relance_sender.rendering.renderer import Renderer
 
-from .conftest import NOW, PUBLIC_URL, make_request
+from .conftest import NOW, PUBLIC_URL, dkim_test_key, make_request
 
 
 def parse(data: bytes) -> EmailMessage:
@@ -88,40 +84,24 @@ def test_transactional_mail_has_its_own_sender_and_no_unsubscribe_or_tracking(
     assert 'href="https://shop.example/aide"' in html
 
 
-@pytest.fixture(scope="module")
-def rsa_key() -> tuple[bytes, bytes]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    )
-    public = key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return private, public
-
-
 def test_dkim_signature_verifies_and_covers_both_rfc8058_headers(
     renderer: Renderer,
     signer: TokenSigner,
     identity: SenderIdentity,
-    rsa_key: tuple[bytes, bytes],
 ) -> None:
-    private, public = rsa_key
+    key = dkim_test_key()
     builder = EmailBuilder(
         renderer=renderer,
         signer=signer,
         public_url=PUBLIC_URL,
         identity=identity,
-        dkim_key=DkimKey("s1", "shop.example", private),
+        dkim_key=DkimKey("s1", "shop.example", key.pem),
     )
     data = builder.build(make_request("birthday", "wishes"), to="zoe@example.org", now=NOW).data
-    record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
 
     def dns(name: bytes, timeout: int = 5) -> bytes:
         assert name == b"s1._domainkey.shop.example."
-        return record
+        return key.record
 
     assert dkim.verify(data, dnsfunc=dns)
     signature = parse(data)["DKIM-Signature"]

@@ -8,7 +8,6 @@ an encoded word for readers to decode; both cases are below."""
 
 from __future__ import annotations
 
-import base64
 import binascii
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
@@ -18,8 +17,6 @@ from email.message import EmailMessage
 from typing import Any
 
 import dkim
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -33,20 +30,11 @@ from relance_sender.email_message import (
 )
 from relance_sender.rendering.renderer import RenderedEmail
 
-from .conftest import make_request
+from .conftest import dkim_test_key, make_request
 
 NOW = datetime(2025, 3, 1, 10, 0, tzinfo=UTC)
-KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-PEM = KEY.private_bytes(
-    serialization.Encoding.PEM,
-    serialization.PrivateFormat.TraditionalOpenSSL,
-    serialization.NoEncryption(),
-)
-RECORD = b"v=DKIM1; k=rsa; p=" + base64.b64encode(
-    KEY.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-)
+PEM = dkim_test_key().pem
+RECORD = dkim_test_key().record
 
 FRENCH = [
     "Zoé",

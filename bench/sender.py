@@ -1,8 +1,8 @@
 """Sender throughput: render + track + DKIM + SMTP to a local sink, through the consumer path.
 
     uv run --frozen python bench/sender.py [--messages 6000] [--processes 1,2]
-        [--ledger memory,postgres] [--concurrency 8] [--pool 8] [--no-dkim]
-        [--no-pipelining] [--loop uvloop|asyncio]
+        [--ledger memory,postgres] [--concurrency 8] [--claim-batch 16] [--pool 8]
+        [--sink lean,aiosmtpd] [--no-dkim] [--no-pipelining] [--loop uvloop|asyncio]
 
 Each sender process is wired like the service (`wiring.build_sender`: settings, the SMTP
 transport behind its rate limiters, DKIM RSA-2048 from a key file, OpenTelemetry counters)
@@ -10,10 +10,13 @@ and fed like it: encoded `message.requested` records are decoded and handed, in 
 the consumer's size, to the service's own batch handler (`SenderHandler`, one span per
 send). Only the bus is replaced: nothing polls Kafka and status events go nowhere.
 
-The SMTP sink is aiosmtpd (accepts everything) in a child process; like Postfix it offers
-PIPELINING unless --no-pipelining. The ledger is the in-memory store, then PostgreSQL
-(a throwaway embedded pgserver), so ops see the real cost. `--processes N` runs N sender
-processes side by side (one consumer-group member each) and reports their combined rate.
+The SMTP sink runs in a child process and accepts everything; like Postfix it offers
+PIPELINING unless --no-pipelining. Every run is done with `bench/smtp_sink.py`, a lean
+asyncio server (a real MTA runs on another machine; this one takes a tenth of the CPU
+aiosmtpd takes), then with aiosmtpd; the sink's CPU is reported for each. The ledger is
+the in-memory store, then PostgreSQL (a throwaway embedded pgserver), so ops see the real
+cost. `--processes N` runs N sender processes side by side (one consumer-group member
+each) and reports their combined rate.
 Every sender warms up (connections, templates) before the timed run. The machine is
 shared: the load average before each run and the processes that used CPU beside it (the
 sink, PostgreSQL, anything else) are printed and written to bench/results/sender.json.
@@ -88,7 +91,12 @@ class Sink:
         return "250 2.0.0 Ok: queued"
 
 
-def run_sink(port: int, pipelining: bool) -> None:
+def run_sink(port: int, pipelining: bool, kind: str) -> None:
+    if kind == "lean":
+        from smtp_sink import run
+
+        run(port, pipelining)
+        return
     from aiosmtpd.controller import Controller
 
     controller = Controller(Sink(pipelining), hostname="127.0.0.1", port=port)
@@ -271,7 +279,9 @@ async def sender_run(
     )
     # Message requests never reach the platform (only consent changes use its pool).
     assert sender.email_transport.name == "smtp", "the bench must send over SMTP"
-    handler = SenderHandler(cast(Platform, None), sender, args.concurrency)
+    handler = SenderHandler(
+        cast(Platform, None), sender, concurrency=args.concurrency, claim_batch=args.claim_batch
+    )
     await consume(handler, records(f"{run}w", first, WARMUP))
     batch = records(run, first, count)
     if barrier is not None:
@@ -446,6 +456,17 @@ def main() -> None:
     parser.add_argument("--processes", default="1,2", help="comma-separated, e.g. 1,2")
     parser.add_argument("--ledger", default="memory,postgres", help="memory, postgres or both")
     parser.add_argument("--concurrency", type=int, default=SenderSettings().concurrency)
+    parser.add_argument(
+        "--claim-batch",
+        type=int,
+        default=SenderSettings().claim_batch,
+        help="message requests claimed per ledger transaction",
+    )
+    parser.add_argument(
+        "--sink",
+        default="lean,aiosmtpd",
+        help="the SMTP servers to send to, comma-separated: lean (bench/smtp_sink.py), aiosmtpd",
+    )
     parser.add_argument("--pool", type=int, help="SMTP sessions per process (default: the URL's)")
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     parser.add_argument("--no-dkim", action="store_true")
@@ -454,39 +475,52 @@ def main() -> None:
     counts = [int(p) for p in args.processes.split(",")]
     ledgers = args.ledger.split(",")
 
-    port = free_port()
-    sink = multiprocessing.get_context("fork").Process(
-        target=run_sink, args=(port, not args.no_pipelining), daemon=True
-    )
-    sink.start()
-    time.sleep(1.0)
-    roles = {sink.pid or 0: "smtp sink (aiosmtpd)"}
+    sinks = args.sink.split(",")
     figures: dict[str, Any] = {
         "goal_per_s": GOAL_PER_S,
         "cores": os.cpu_count(),
         "dkim": not args.no_dkim,
         "loop": args.loop,
-        "sink": {"server": "aiosmtpd", "pipelining": not args.no_pipelining},
+        "sinks": {"servers": sinks, "pipelining": not args.no_pipelining},
         "concurrency": args.concurrency,
+        "claim_batch": args.claim_batch,
         "smtp_pool": args.pool or DEFAULT_POOL,
         "consumer_batch": BATCH,
     }
+    runs = []
     with tempfile.TemporaryDirectory(prefix="relance-bench-sender-") as tmp:
         key_file = None if args.no_dkim else write_key(Path(tmp))
         figures["build_per_s_no_dkim"] = round(build_only(None, 2000), 1)
         if key_file is not None:
             figures["build_per_s_dkim"] = round(build_only(key_file, 1000), 1)
-        runs = []
-        try:
-            if "memory" in ledgers:
-                runs += [measure(port, key_file, None, args, n, roles) for n in counts]
+        with contextlib.ExitStack() as stack:
+            dsn, pids = "", list[int]()
             if "postgres" in ledgers:
-                with postgres(Path(tmp)) as (dsn, pids):
-                    pg_roles = {**roles, **{pid: "postgresql (ledger)" for pid in pids}}
-                    runs += [measure(port, key_file, dsn, args, n, pg_roles) for n in counts]
-        finally:
-            sink.terminate()
-            sink.join()
+                dsn, pids = stack.enter_context(postgres(Path(tmp)))
+            for kind in sinks:
+                port = free_port()
+                sink = multiprocessing.get_context("fork").Process(
+                    target=run_sink, args=(port, not args.no_pipelining, kind), daemon=True
+                )
+                sink.start()
+                time.sleep(1.0)
+                roles = {sink.pid or 0: f"smtp sink ({kind})"}
+                pg_roles = {**roles, **{pid: "postgresql (ledger)" for pid in pids}}
+                try:
+                    for ledger in ledgers:
+                        for n in counts:
+                            run = measure(
+                                port,
+                                key_file,
+                                dsn if ledger == "postgres" else None,
+                                args,
+                                n,
+                                pg_roles if ledger == "postgres" else roles,
+                            )
+                            runs.append({"sink": kind, **run})
+                finally:
+                    sink.terminate()
+                    sink.join()
     figures["runs"] = runs
     figures["at"] = datetime.now(UTC).isoformat()
     report(figures)
@@ -500,7 +534,8 @@ def report(figures: dict[str, Any]) -> None:
             print(f"{key:>22}: {value}")
     for run in figures["runs"]:
         print(
-            f"\n{run['ledger']} ledger, {run['processes']} sender process(es): "
+            f"\n{run['ledger']} ledger, {run['processes']} sender process(es), "
+            f"{run['sink']} sink: "
             f"{run['end_to_end_per_s']} emails/s ({run['messages']} messages, "
             f"{run['sender_cpu_ms_per_message']} ms sender CPU each, "
             f"load average before {run['load_average_before']})"

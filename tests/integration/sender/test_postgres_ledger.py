@@ -18,7 +18,7 @@ from relance_sender.domain.outcome import Accepted, RetryPolicy
 from relance_sender.domain.policy import ConsentRecord, Suppression
 from relance_sender.domain.request import SendRequest
 from relance_sender.email_message import EmailBuilder, SenderIdentity
-from relance_sender.ports import EmailTransport
+from relance_sender.ports import EmailTransport, SendCheck
 from relance_sender.rendering.renderer import Renderer, ShopProfile
 from relance_sender.services import SendMessage
 
@@ -323,3 +323,130 @@ async def test_objection_in_postgres_blocks_the_send(
     use_case = sender(sender_pool, OutboxEmailTransport(tmp_path), FixedClock(NOW))
     result = await use_case.handle(request())
     assert result.kind == "failed" and not (tmp_path / "m-1.eml").exists()
+
+
+def _row(message_id: str, *, contact: str = "c") -> ledger.LedgerRow:
+    return ledger.new_row(
+        message_id=message_id,
+        shop_id="s",
+        contact_key=contact,
+        channel="email",
+        purpose="marketing",
+        plan="birthday",
+        step="wishes",
+        now=NOW,
+        request={"n": message_id},
+    )
+
+
+@pytest.mark.parametrize("kind", ["postgres", "memory"])
+async def test_batch_statements_match_the_single_ones(sender_pool: asyncpg.Pool, kind: str) -> None:
+    store = PostgresSenderStore(sender_pool) if kind == "postgres" else MemorySenderStore()
+    async with store.transaction() as tx:
+        assert await tx.insert(_row("m-0"))
+        assert await tx.insert_many([_row("m-2"), _row("m-0"), _row("m-1")]) == {"m-1", "m-2"}
+        assert await tx.insert_many([]) == set()
+        locked = await tx.lock_many(["m-0", "m-2", "m-9"])
+        assert locked == {"m-0": _row("m-0"), "m-2": _row("m-2")}
+        claimed = [
+            ledger.claim(_row(m), now=NOW, owner="w1", address=f"{m}@example.org")
+            for m in ("m-1", "m-2")
+        ]
+        await tx.save_many(claimed)
+        await tx.save_many([])
+        assert await tx.lock_many(["m-1", "m-2"]) == {r.message_id: r for r in claimed}
+        assert await tx.lock("m-1") == claimed[0]
+        suppression = Suppression("s", "email", "x@example.org", "hard_bounce", NOW)
+        await tx.suppress(suppression)
+        denied = ConsentRecord("s", "c2", "email", "marketing", "denied", NOW)
+        await tx.record_consent(denied)
+        checks = [
+            SendCheck("s", "c1", "email", "marketing", "y@example.org"),
+            SendCheck("s", "c2", "email", "marketing", "x@example.org"),
+            SendCheck("s", "c2", "email", "transactional", "y@example.org"),
+            SendCheck("s", "c2", "email", "marketing", "y@example.org"),
+            SendCheck("other", "c2", "email", "marketing", "x@example.org"),
+        ]
+        many = await tx.send_checks_many(checks)
+        single = [
+            await tx.send_checks(c.shop_id, c.contact_key, c.channel, c.purpose, c.address)
+            for c in checks
+        ]
+        assert (
+            many
+            == single
+            == [
+                (None, None),
+                (suppression, denied),
+                (None, None),
+                (None, denied),
+                (None, None),
+            ]
+        )
+        assert await tx.send_checks_many([]) == []
+
+
+@pytest.mark.parametrize("kind", ["postgres", "memory"])
+async def test_concurrent_settles_each_get_their_own_answer(
+    sender_pool: asyncpg.Pool, kind: str
+) -> None:
+    """Settles arriving together (group-committed in PostgreSQL) answer per message: True
+    where the claim held, False where recovery took the row over, and a second settle of
+    the same claim in the same group is refused."""
+    store = PostgresSenderStore(sender_pool) if kind == "postgres" else MemorySenderStore()
+    claims = [
+        ledger.claim(_row(f"m-{n:02}"), now=NOW, owner="w1", address="x@example.org")
+        for n in range(40)
+    ]
+    async with store.transaction() as tx:
+        await tx.insert_many(claims)
+        # Recovery took every fifth row over (its lease ran out): those claims no longer hold.
+        await tx.save_many([ledger.recover(c, now=NOW) for c in claims[::5]])
+    settles = [
+        (ledger.settle(c, Accepted(f"q-{c.message_id}"), now=NOW, retry=RetryPolicy()), c)
+        for c in claims
+    ]
+    answers = await asyncio.gather(
+        *(store.save_claimed(row, claimed=c) for row, c in settles),
+        store.save_claimed(settles[1][0], claimed=settles[1][1]),
+    )
+    expected = [n % 5 != 0 for n in range(40)]
+    assert answers[:40] == expected
+    assert answers[40] is False  # m-01 again: the first settle already moved it on
+    async with store.transaction() as tx:
+        rows = await tx.lock_many([c.message_id for c in claims])
+    for n, claim in enumerate(claims):
+        row = rows[claim.message_id]
+        if expected[n]:
+            assert (row.state, row.provider_message_id) == ("sent", f"q-{claim.message_id}")
+        else:
+            assert row.state == "ambiguous"
+
+
+async def test_overlapping_batches_send_each_message_once(
+    sender_pool: asyncpg.Pool, smtp_server: tuple[ScriptedSmtpHandler, int]
+) -> None:
+    """Redeliveries racing: two instances get the same 30 requests in opposite orders and
+    in different batch splits; no deadlock, and each message reaches SMTP once."""
+    handler, port = smtp_server
+    clock = FixedClock(NOW)
+    smtp = SmtpTransport(SmtpConfig.from_url(f"smtp://127.0.0.1:{port}"))
+    a, b = sender(sender_pool, smtp, clock, "w1"), sender(sender_pool, smtp, clock, "w2")
+    requests = [request(f"r{n}@example.org", message_id=f"m-{n:02}") for n in range(30)]
+    backwards = requests[::-1]
+    results = await asyncio.wait_for(
+        asyncio.gather(
+            a.handle_many(requests[:16]),
+            b.handle_many(backwards[:10]),
+            a.handle_many(requests[16:]),
+            b.handle_many(backwards[10:]),
+        ),
+        timeout=30,
+    )
+    await smtp.close()
+    kinds = [r.kind for batch in results for r in batch]
+    assert kinds.count("sent") == 30 and len(kinds) == 60
+    assert set(kinds) <= {"sent", "busy", "duplicate"}
+    assert len(handler.received) == 30
+    ids = {c.split(b"Message-ID: ")[1].split(b"\r\n")[0] for _, _, c in handler.received}
+    assert len(ids) == 30

@@ -372,3 +372,58 @@ async def test_a_claim_recovered_during_the_send_keeps_the_recoverys_verdict(
     assert world.store.row("m-1").state == "ambiguous"  # type: ignore[union-attr]
     assert world.metrics.total("lost_claim") == 1 and world.metrics.total("sent") == 0
     assert "message.sent" not in world.bus.types()
+
+
+async def test_a_batch_gives_each_request_the_verdict_it_would_get_alone(world: World) -> None:
+    """One claiming transaction for a mixed batch: results in order, one send per message,
+    a message twice in the batch sent once, the failures failed visibly."""
+    await world.send.handle(make_request(message_id="m-done"))
+    async with world.store.transaction() as tx:
+        await tx.suppress(Suppression("shop-1", "email", "gone@example.org", "hard_bounce", NOW))
+    no_cart = full_context()
+    del no_cart["cart"]
+    suppressed = full_context()
+    suppressed["contact"] = {**suppressed["contact"], "email": "gone@example.org"}
+    no_email = full_context()
+    no_email["contact"] = {k: v for k, v in no_email["contact"].items() if k != "email"}
+    batch = [
+        make_request(message_id="m-a", contact_key="u-a"),
+        make_request(message_id="m-done"),
+        make_request(message_id="m-b", context=no_cart),
+        make_request(message_id="m-a", contact_key="u-a"),
+        make_request(message_id="m-c", context=suppressed),
+        make_request(message_id="m-d", context=no_email),
+        make_request(message_id="m-e", not_after=NOW - timedelta(seconds=1)),
+        make_request(message_id="m-f", contact_key="u-f"),
+    ]
+    world.email.sent.clear()
+    world.bus.events.clear()
+    results = await world.send.handle_many(batch)
+    assert [(r.message_id, r.kind) for r in results] == [
+        ("m-a", "sent"),
+        ("m-done", "duplicate"),
+        ("m-b", "failed"),
+        ("m-a", "busy"),
+        ("m-c", "failed"),
+        ("m-d", "failed"),
+        ("m-e", "failed"),
+        ("m-f", "sent"),
+    ]
+    assert sorted(e.message_id for e in world.email.sent) == ["m-a", "m-f"]
+    reasons = {r.message_id: r.reason or "" for r in results if r.kind == "failed"}
+    assert "render error" in reasons["m-b"]
+    assert reasons["m-d"].startswith("invalid recipient")
+    assert reasons["m-e"].startswith("expired")
+    assert world.metrics.total("suppressed", reason="hard_bounce") == 1
+    assert sorted(world.bus.types()) == sorted(
+        ["message.sent"] * 3 + ["message.failed"] * 4  # m-done republished
+    )
+    rows = {m: world.store.row(m) for m in ("m-a", "m-b", "m-c", "m-d", "m-e", "m-f")}
+    assert {m: row.state if row else None for m, row in rows.items()} == {
+        "m-a": "sent",
+        "m-b": "failed",
+        "m-c": "failed",
+        "m-d": "failed",
+        "m-e": "failed",
+        "m-f": "sent",
+    }

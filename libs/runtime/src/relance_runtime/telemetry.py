@@ -221,29 +221,43 @@ def current_trace_context() -> TraceContext | None:
     return TraceContext(traceparent=parent, tracestate=carrier.get("tracestate"))
 
 
-@contextlib.contextmanager
-def event_span(name: str, event: Event[Any], **attributes: Any) -> Iterator[trace.Span]:
-    """A span for handling `event`, child of the span that produced it."""
+def _event_parent(event: Event[Any]) -> otel_context.Context:
     carrier: dict[str, str] = {}
     if event.trace is not None:
         carrier["traceparent"] = event.trace.traceparent
         if event.trace.tracestate:
             carrier["tracestate"] = event.trace.tracestate
-    parent_ctx = propagate.extract(carrier)
-    token = otel_context.attach(parent_ctx)
+    return propagate.extract(carrier)
+
+
+def _event_attributes(event: Event[Any], attributes: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "relance.event_id": str(event.event_id),
+        "relance.event_type": event.type,
+        "relance.shop_id": event.shop_id,
+        **{k: v for k, v in attributes.items() if v is not None},
+    }
+
+
+@contextlib.contextmanager
+def event_span(name: str, event: Event[Any], **attributes: Any) -> Iterator[trace.Span]:
+    """A span for handling `event`, child of the span that produced it."""
+    token = otel_context.attach(_event_parent(event))
     try:
         with tracer().start_as_current_span(
-            name,
-            attributes={
-                "relance.event_id": str(event.event_id),
-                "relance.event_type": event.type,
-                "relance.shop_id": event.shop_id,
-                **{k: v for k, v in attributes.items() if v is not None},
-            },
+            name, attributes=_event_attributes(event, attributes)
         ) as span:
             yield span
     finally:
         otel_context.detach(token)
+
+
+def start_event_span(name: str, event: Event[Any], **attributes: Any) -> trace.Span:
+    """`event_span` for work done on many events together: started, not made current;
+    the caller ends it (`span.end()`) when this event's part is done."""
+    return tracer().start_span(
+        name, context=_event_parent(event), attributes=_event_attributes(event, attributes)
+    )
 
 
 class JsonFormatter(logging.Formatter):

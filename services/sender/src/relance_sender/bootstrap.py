@@ -17,6 +17,7 @@ from typing import Any, Final
 
 from fastapi import FastAPI
 from opentelemetry import metrics
+from opentelemetry.trace import StatusCode
 
 from relance_events import Event
 from relance_events.payloads import ConsentChanged, MessageRequested
@@ -26,12 +27,13 @@ from relance_runtime.inbox import claim_new
 from relance_runtime.platform import Platform
 from relance_runtime.registry import ServiceName
 from relance_runtime.service import Component
-from relance_runtime.telemetry import event_span
+from relance_runtime.telemetry import event_span, start_event_span
 from relance_sender.adapters.otel_metrics import SENDER_METER, OtelSenderMetrics
 from relance_sender.adapters.postgres_ledger import PostgresSenderStore, PostgresSenderTx
+from relance_sender.domain.request import SendRequest
 from relance_sender.failpoints import kill_at
 from relance_sender.http import SenderHttpDeps, build_router
-from relance_sender.services import SendResult, consent_record
+from relance_sender.services import consent_record
 from relance_sender.settings import SenderSettings
 from relance_sender.wiring import Sender, build_sender
 
@@ -51,13 +53,18 @@ def settings_for(platform: Platform) -> SenderSettings:
 
 class SenderHandler:
     """One consumer batch, in order: runs of message requests are sent concurrently (the
-    ledger makes each idempotent); runs of consent changes go in one transaction with the
-    inbox claim."""
+    ledger makes each idempotent), claimed `claim_batch` at a time in one transaction, two
+    groups in flight (one claims and renders while the other delivers); runs of consent
+    changes go in one transaction with the inbox claim."""
 
-    def __init__(self, platform: Platform, sender: Sender, concurrency: int) -> None:
+    def __init__(
+        self, platform: Platform, sender: Sender, *, concurrency: int, claim_batch: int
+    ) -> None:
         self._platform = platform
         self._sender = sender
         self._slots = asyncio.Semaphore(concurrency)
+        self._groups = asyncio.Semaphore(2)
+        self._claim_batch = claim_batch
 
     async def __call__(self, deliveries: Sequence[Delivery]) -> None:
         requests: list[Event[MessageRequested]] = []
@@ -73,17 +80,31 @@ class SenderHandler:
         await self._consents(consents)
         await self._requests(requests)
 
-    async def _send(self, event: Event[MessageRequested]) -> SendResult:
-        async with self._slots:
-            with event_span("sender.send", event):
-                return await self._sender.send.handle_event(event)
+    async def _send_group(self, events: Sequence[Event[MessageRequested]]) -> None:
+        async with self._groups:
+            spans = [start_event_span("sender.send", e) for e in events]
+            try:
+                results = await self._sender.send.handle_many(
+                    [SendRequest.from_event(e) for e in events], slots=self._slots
+                )
+            except BaseException as exc:
+                for span in spans:
+                    span.record_exception(exc)
+                    span.set_status(StatusCode.ERROR, type(exc).__name__)
+                    span.end()
+                raise
+            for span, result in zip(spans, results, strict=True):
+                span.set_attribute("relance.send_result", result.kind)
+                span.end()
 
     async def _requests(self, events: list[Event[MessageRequested]]) -> None:
         if not events:
             return
         batch = list(events)
         events.clear()
-        results = await asyncio.gather(*(self._send(e) for e in batch), return_exceptions=True)
+        size = self._claim_batch
+        groups = [batch[i : i + size] for i in range(0, len(batch), size)]
+        results = await asyncio.gather(*map(self._send_group, groups), return_exceptions=True)
         # Every send settles before a failure is raised: the loop then retries the batch
         # (BusUnavailable is a TransientError) and the ledger turns the repeats into no-ops.
         for result in results:
@@ -133,7 +154,9 @@ def build(platform: Platform) -> ServiceComponent:
         metrics=OtelSenderMetrics(metrics.get_meter(SENDER_METER)),
         failpoint=kill_at(settings.failpoint) if settings.failpoint else None,
     )
-    handler = SenderHandler(platform, sender, settings.concurrency)
+    handler = SenderHandler(
+        platform, sender, concurrency=settings.concurrency, claim_batch=settings.claim_batch
+    )
     consumers = platform.consumers_for(SERVICE, handler)
 
     async def retry_due() -> None:

@@ -21,6 +21,17 @@ class OutgoingSms:
     body: str
 
 
+@dataclass(frozen=True, slots=True)
+class SendCheck:
+    """What is read before a send: the address's suppression and the contact's consent."""
+
+    shop_id: str
+    contact_key: str
+    channel: Channel
+    purpose: Purpose
+    address: str
+
+
 class EmailTransport(Protocol):
     name: str
 
@@ -49,6 +60,18 @@ class SenderTx(Protocol):
         ...
 
     async def save(self, row: LedgerRow) -> None: ...
+
+    async def insert_many(self, rows: Sequence[LedgerRow]) -> set[str]:
+        """`insert` for a batch in one statement; the message ids that were new."""
+        ...
+
+    async def lock_many(self, message_ids: Sequence[str]) -> dict[str, LedgerRow]:
+        """`lock` for a batch, by message id (missing ids are absent)."""
+        ...
+
+    async def save_many(self, rows: Sequence[LedgerRow]) -> None:
+        """`save` for a batch of distinct message ids."""
+        ...
 
     async def claim_due(self, now: datetime, limit: int) -> Sequence[LedgerRow]:
         """Pending rows whose next attempt is due, locked, skipping rows others hold."""
@@ -87,6 +110,12 @@ class SenderTx(Protocol):
         self, shop_id: str, contact_key: str, channel: Channel, purpose: Purpose, address: str
     ) -> tuple[Suppression | None, ConsentRecord | None]:
         """`suppression(...)` and `consent(...)` together: one read before every send."""
+        ...
+
+    async def send_checks_many(
+        self, checks: Sequence[SendCheck]
+    ) -> list[tuple[Suppression | None, ConsentRecord | None]]:
+        """`send_checks` for a batch, in the order asked."""
         ...
 
     async def record_consent(self, record: ConsentRecord) -> bool:
@@ -128,6 +157,7 @@ class SenderMetrics(Protocol):
 __all__ = [
     "EmailTransport",
     "OutgoingSms",
+    "SendCheck",
     "SendMetric",
     "SenderMetrics",
     "SenderStore",

@@ -55,6 +55,7 @@ from relance_sender.errors import InvalidRecipient, RenderError
 from relance_sender.ports import (
     EmailTransport,
     OutgoingSms,
+    SendCheck,
     SenderMetrics,
     SenderStore,
     SenderTx,
@@ -157,42 +158,84 @@ class SendMessage:
     async def handle(self, request: SendRequest) -> SendResult:
         """Send one requested message at most once; a redelivery of a settled one only
         republishes its status event (same event id, consumers dedupe)."""
+        return (await self.handle_many([request]))[0]
+
+    async def handle_many(
+        self, requests: Sequence[SendRequest], *, slots: asyncio.Semaphore | None = None
+    ) -> list[SendResult]:
+        """`handle` for a batch: one claiming transaction for all of them (insert, checks,
+        render, claim: a handful of statements whatever the size), then the deliveries run
+        concurrently (at most `slots` at once) and each settles as soon as it is done.
+        Results are in the order of `requests`."""
         now = self._clock.now()
         effects = _Effects()
-        prepared: _Prepared | None = None
+        results: list[SendResult | None] = [None] * len(requests)
+        firsts: dict[str, int] = {}
+        for n, request in enumerate(requests):
+            firsts.setdefault(request.message_id, n)
+        claimable: list[tuple[int, LedgerRow, SendRequest]] = []
+        prepared: list[tuple[int, _Prepared]] = []
         async with self._store.transaction() as tx:
-            # Insert first: a new message (the usual case) is then inserted and locked in
-            # one statement; only a redelivery reads the row it collided with.
-            row = ledger.new_row(
-                message_id=request.message_id,
-                shop_id=request.shop_id,
-                contact_key=request.contact_key,
-                channel=request.channel,
-                purpose=request.purpose,
-                plan=request.plan,
-                step=request.step,
-                now=now,
-                request=request.to_json(),
+            # Insert first: new messages (the usual case) are inserted and locked in one
+            # statement; only redeliveries read the rows they collided with.
+            fresh: dict[int, LedgerRow] = {}
+            for n in firsts.values():
+                r = requests[n]
+                fresh[n] = ledger.new_row(
+                    message_id=r.message_id,
+                    shop_id=r.shop_id,
+                    contact_key=r.contact_key,
+                    channel=r.channel,
+                    purpose=r.purpose,
+                    plan=r.plan,
+                    step=r.step,
+                    now=now,
+                    request=r.to_json(),
+                )
+            inserted = await tx.insert_many(list(fresh.values()))
+            existing = await tx.lock_many(
+                [row.message_id for row in fresh.values() if row.message_id not in inserted]
             )
-            if not await tx.insert(row):
-                locked = await tx.lock(request.message_id)
-                assert locked is not None
-                row = locked
-            duplicate = row.state in TERMINAL
-            if duplicate:
-                effects.count("duplicate", row.channel)
-                self._republish(row, effects.events)
-            elif row.state == "sending" or not ledger.is_due(row, now):
-                return SendResult(row.message_id, "busy", row.state)
-            else:
-                prepared, row = await self._prepare(tx, row, request, now, effects)
-        if duplicate:
-            await self._committed(effects)
-            return SendResult(row.message_id, "duplicate", row.state, row.last_error)
-        if prepared is None:
-            await self._committed(effects)
-            return SendResult(row.message_id, "failed", row.state, row.last_error)
-        return await self._deliver_and_settle(prepared)
+            for n, new_row in fresh.items():
+                row = new_row if new_row.message_id in inserted else existing[new_row.message_id]
+                if row.state in TERMINAL:
+                    effects.count("duplicate", row.channel)
+                    self._republish(row, effects.events)
+                    results[n] = SendResult(row.message_id, "duplicate", row.state, row.last_error)
+                elif row.state == "sending" or not ledger.is_due(row, now):
+                    results[n] = SendResult(row.message_id, "busy", row.state)
+                else:
+                    claimable.append((n, row, requests[n]))
+            for n, outcome in zip(
+                (n for n, _, _ in claimable),
+                await self._prepare_many(tx, [(row, r) for _, row, r in claimable], now, effects),
+                strict=True,
+            ):
+                if isinstance(outcome, _Prepared):
+                    prepared.append((n, outcome))
+                else:
+                    results[n] = SendResult(
+                        outcome.message_id, "failed", outcome.state, outcome.last_error
+                    )
+        await self._committed(effects)
+
+        async def deliver(prepared: _Prepared) -> SendResult:
+            if slots is None:
+                return await self._deliver_and_settle(prepared)
+            async with slots:
+                return await self._deliver_and_settle(prepared)
+
+        sent = await asyncio.gather(*(deliver(p) for _, p in prepared), return_exceptions=True)
+        for (n, _), result in zip(prepared, sent, strict=True):
+            if isinstance(result, BaseException):
+                raise result  # after every send settled; the ledger makes a retry a no-op
+            results[n] = result
+        for n, request in enumerate(requests):
+            if results[n] is None:  # the same message twice in the batch: the first sends
+                first = results[firsts[request.message_id]]
+                assert first is not None
+                results[n] = SendResult(request.message_id, "busy", first.state)
+        return [r for r in results if r is not None]
 
     async def run_due(self, *, limit: int = 100) -> list[SendResult]:
         """Retry pending rows whose next attempt is due (temporary refusals, recovered
@@ -201,16 +244,18 @@ class SendMessage:
         batch: list[_Prepared] = []
         effects = _Effects()
         async with self._store.transaction() as tx:
+            retries: list[tuple[LedgerRow, SendRequest]] = []
+            unusable: list[LedgerRow] = []
             for row in await tx.claim_due(now, limit):
                 if row.request is None:
-                    await tx.save(ledger.block(row, reason="no stored request to retry", now=now))
+                    unusable.append(ledger.block(row, reason="no stored request to retry", now=now))
                     effects.count("failed", row.channel, cause="no_request")
-                    continue
-                prepared, _ = await self._prepare(
-                    tx, row, SendRequest.from_json(row.request), now, effects
-                )
-                if prepared is not None:
-                    batch.append(prepared)
+                else:
+                    retries.append((row, SendRequest.from_json(row.request)))
+            await tx.save_many(unusable)
+            for outcome in await self._prepare_many(tx, retries, now, effects):
+                if isinstance(outcome, _Prepared):
+                    batch.append(outcome)
         await self._committed(effects)
         return list(await asyncio.gather(*(self._deliver_and_settle(p) for p in batch)))
 
@@ -248,62 +293,75 @@ class SendMessage:
 
     # --- steps ------------------------------------------------------------------------
 
-    async def _prepare(
+    async def _prepare_many(
         self,
         tx: SenderTx,
-        row: LedgerRow,
-        request: SendRequest,
+        claimable: Sequence[tuple[LedgerRow, SendRequest]],
         now: datetime,
         effects: _Effects,
-    ) -> tuple[_Prepared | None, LedgerRow]:
+    ) -> list[_Prepared | LedgerRow]:
         """Checks and render inside the claiming transaction: an unsubscribe committed
-        before this transaction is always seen, and the claim commits before any send."""
+        before this transaction is always seen, and the claims commit before any send.
+        Per row: what to deliver, or the row as it failed (blocked, unrenderable...)."""
+        outcomes: list[_Prepared | LedgerRow | None] = [None] * len(claimable)
+        writes: list[LedgerRow] = []
 
-        async def fail(why: str, metric: SendMetric, **labels: str) -> tuple[None, LedgerRow]:
+        def fail(n: int, why: str, metric: SendMetric, **labels: str) -> None:
+            row = claimable[n][0]
             failed = ledger.block(row, reason=why, now=now)
-            await tx.save(failed)
+            writes.append(failed)
             effects.events.append(self._failed_event(failed, why, now))
             effects.count(metric, row.channel, **labels)
-            return None, failed
+            outcomes[n] = failed
 
-        if request.expired(now):
-            return await fail(
-                "expired: not_after passed before the send", "failed", cause="expired"
-            )
-        try:
-            address = recipient_address(request.channel, request.contact)
-        except InvalidRecipient as exc:
-            return await fail(f"invalid recipient: {exc}", "failed", cause="recipient")
-        suppression, consent = await tx.send_checks(
-            request.shop_id, request.contact_key, request.channel, request.purpose, address
+        checked: list[tuple[int, str]] = []
+        for n, (_, request) in enumerate(claimable):
+            if request.expired(now):
+                fail(n, "expired: not_after passed before the send", "failed", cause="expired")
+                continue
+            try:
+                checked.append((n, recipient_address(request.channel, request.contact)))
+            except InvalidRecipient as exc:
+                fail(n, f"invalid recipient: {exc}", "failed", cause="recipient")
+        found = await tx.send_checks_many(
+            [
+                SendCheck(r.shop_id, r.contact_key, r.channel, r.purpose, address)
+                for r, address in ((claimable[n][1], address) for n, address in checked)
+            ]
         )
-        decision = may_send(
-            channel=request.channel,
-            purpose=request.purpose,
-            suppression=suppression,
-            consent=consent,
-        )
-        if isinstance(decision, Blocked):
-            return await fail(decision.reason, "suppressed", reason=decision.cause)
-        email: BuiltEmail | None = None
-        sms: OutgoingSms | None = None
-        try:
-            if request.channel == "email":
-                email = self._emails.build(request, to=address, now=now)
-            else:
-                text = self._renderer.render_sms(
-                    request, french_number=is_french_number(address)
-                ).text
-                sms = OutgoingSms(message_id=request.message_id, to=address, body=text)
-        except RenderError as exc:
-            log.error(
-                "render failed",
-                extra={"message_id": request.message_id, "template": exc.template},
+        for (n, address), (suppression, consent) in zip(checked, found, strict=True):
+            row, request = claimable[n]
+            decision = may_send(
+                channel=request.channel,
+                purpose=request.purpose,
+                suppression=suppression,
+                consent=consent,
             )
-            return await fail(f"render error: {exc}", "failed", cause="render")
-        claimed = ledger.claim(row, now=now, owner=self._owner, address=address)
-        await tx.save(claimed)
-        return _Prepared(claimed, request, email, sms), claimed
+            if isinstance(decision, Blocked):
+                fail(n, decision.reason, "suppressed", reason=decision.cause)
+                continue
+            email: BuiltEmail | None = None
+            sms: OutgoingSms | None = None
+            try:
+                if request.channel == "email":
+                    email = self._emails.build(request, to=address, now=now)
+                else:
+                    text = self._renderer.render_sms(
+                        request, french_number=is_french_number(address)
+                    ).text
+                    sms = OutgoingSms(message_id=request.message_id, to=address, body=text)
+            except RenderError as exc:
+                log.error(
+                    "render failed",
+                    extra={"message_id": request.message_id, "template": exc.template},
+                )
+                fail(n, f"render error: {exc}", "failed", cause="render")
+                continue
+            claimed = ledger.claim(row, now=now, owner=self._owner, address=address)
+            writes.append(claimed)
+            outcomes[n] = _Prepared(claimed, request, email, sms)
+        await tx.save_many(writes)
+        return [o for o in outcomes if o is not None]
 
     async def _deliver(self, prepared: _Prepared) -> DeliveryOutcome:
         try:

@@ -123,7 +123,18 @@ class SenderSettings(BaseSettings):
     )
 
     concurrency: int = Field(
-        default=8, ge=1, le=256, description="Message requests one process handles at once."
+        default=8, ge=1, le=256, description="Deliveries one process runs at once."
+    )
+    claim_batch: int = Field(
+        default=16,
+        ge=1,
+        le=1000,
+        description=(
+            "Message requests claimed in one ledger transaction. Larger batches cost fewer"
+            " database round trips per message; after a crash, claimed marketing messages"
+            " whose delivery had not finished are marked ambiguous, never resent, so at most"
+            " about twice this many are at stake per process."
+        ),
     )
     due_poll_s: float = Field(
         default=5.0, gt=0, description="How often retries and expired leases are looked at."

@@ -15,6 +15,7 @@ from typing import Any
 
 from relance_sender.domain.ledger import Channel, LedgerRow, Purpose
 from relance_sender.domain.policy import ConsentRecord, Suppression, newer_consent
+from relance_sender.ports import SendCheck
 
 
 @dataclass
@@ -60,6 +61,16 @@ class MemoryTx:
 
     async def save(self, row: LedgerRow) -> None:
         self._set(self.t.ledger, row.message_id, row)
+
+    async def insert_many(self, rows: Sequence[LedgerRow]) -> set[str]:
+        return {row.message_id for row in rows if await self.insert(row)}
+
+    async def lock_many(self, message_ids: Sequence[str]) -> dict[str, LedgerRow]:
+        return {i: self.t.ledger[i] for i in message_ids if i in self.t.ledger}
+
+    async def save_many(self, rows: Sequence[LedgerRow]) -> None:
+        for row in rows:
+            await self.save(row)
 
     async def claim_due(self, now: datetime, limit: int) -> Sequence[LedgerRow]:
         due = [
@@ -120,6 +131,14 @@ class MemoryTx:
             await self.suppression(shop_id, channel, address),
             await self.consent(shop_id, contact_key, channel, purpose),
         )
+
+    async def send_checks_many(
+        self, checks: Sequence[SendCheck]
+    ) -> list[tuple[Suppression | None, ConsentRecord | None]]:
+        return [
+            await self.send_checks(c.shop_id, c.contact_key, c.channel, c.purpose, c.address)
+            for c in checks
+        ]
 
     async def record_consent(self, record: ConsentRecord) -> bool:
         key = (record.shop_id, record.contact_key, record.channel, record.purpose)

@@ -1,5 +1,5 @@
 """Our OpenSSL DKIM signer against dkimpy: same canonical forms, and `dkim.verify` accepts
-every signature (stubbed DNS)."""
+every signature (stubbed DNS); the dkimpy signer signs the same headers."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from dkim.canonicalization import Relaxed
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relance_sender.dkim_signing import DkimSigner, relaxed_body, relaxed_header
+from relance_sender.dkim_signing import DkimpySigner, DkimSigner, relaxed_body, relaxed_header
 from relance_sender.email_message import DKIM_HEADERS, encoded_words, header
 
 from .conftest import dkim_test_key
@@ -73,6 +73,24 @@ def test_tampering_breaks_the_signature_and_h_lists_rfc8058_headers() -> None:
     assert not dkim.verify(signed.replace(b"Body", b"B0dy"), dnsfunc=dns)
 
 
+def signed_headers(signed: bytes) -> list[str]:
+    sig = message_from_bytes(signed, policy=policy.default)["DKIM-Signature"]
+    h = next(t for t in str(sig).replace(" ", "").split(";") if t.startswith("h="))
+    return h[2:].split(":")
+
+
+def test_the_dkimpy_signer_signs_the_same_headers_relaxed() -> None:
+    dkimpy = DkimpySigner(
+        selector="s1", domain="shop.example", private_key_pem=PEM, headers=DKIM_HEADERS
+    )
+    original = message(b"Hello", b"Body  with  blanks \r\n")
+    ours, theirs = (s.sign(original, timestamp=1_740_000_000) for s in (SIGNER, dkimpy))
+    assert dkim.verify(theirs, dnsfunc=dns)
+    assert b"c=relaxed/relaxed" in theirs.replace(b"\r\n\t", b"").replace(b" ", b"")
+    assert signed_headers(theirs) == signed_headers(ours)
+    assert not dkim.verify(theirs.replace(b"One-Click", b"One-Clack"), dnsfunc=dns)
+
+
 def test_a_non_rsa_key_is_a_config_error() -> None:
     from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -83,8 +101,9 @@ def test_a_non_rsa_key_is_a_config_error() -> None:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    with pytest.raises(ConfigError):
-        DkimSigner(selector="s", domain="d", private_key_pem=pem, headers=DKIM_HEADERS)
+    for signer in (DkimSigner, DkimpySigner):
+        with pytest.raises(ConfigError):
+            signer(selector="s", domain="d", private_key_pem=pem, headers=DKIM_HEADERS)
 
 
 @given(st.text(min_size=1, max_size=200).filter(lambda s: s.strip() == s and "\x00" not in s))
@@ -98,3 +117,10 @@ def test_encoded_subjects_read_back(subject: str) -> None:
 def test_no_header_injection() -> None:
     raw = header("Subject", "Hi\r\nBcc: evil@example.org")
     assert raw.count(b"\r\n") == 1 and b"\r\nBcc" not in raw
+
+
+def test_the_setting_picks_the_signer() -> None:
+    from relance_sender.email_message import DkimKey
+
+    assert isinstance(DkimKey("s1", "shop.example", PEM).signer(), DkimSigner)
+    assert isinstance(DkimKey("s1", "shop.example", PEM, "dkimpy").signer(), DkimpySigner)

@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import format_datetime, formataddr, parseaddr
 from functools import lru_cache
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from relance_runtime.tokens import TokenSigner
-from relance_sender.dkim_signing import DkimSigner
+from relance_sender.dkim_signing import DkimpySigner, DkimSigner, MessageSigner
 from relance_sender.domain.request import SendRequest
 from relance_sender.errors import RenderError
 from relance_sender.rendering.renderer import RenderedEmail, Renderer
@@ -53,9 +53,11 @@ class DkimKey:
     selector: str
     domain: str
     private_key_pem: bytes = field(repr=False)
+    implementation: Literal["openssl", "dkimpy"] = "openssl"
 
-    def signer(self) -> DkimSigner:
-        return DkimSigner(
+    def signer(self) -> MessageSigner:
+        make = DkimSigner if self.implementation == "openssl" else DkimpySigner
+        return make(
             selector=self.selector,
             domain=self.domain,
             private_key_pem=self.private_key_pem,

@@ -64,6 +64,13 @@ class SenderSettings(BaseSettings):
     dkim_private_key_file: Path | None = Field(
         default=None, description="PEM file of the DKIM RSA private key."
     )
+    dkim_signer: Literal["openssl", "dkimpy"] = Field(
+        default="openssl",
+        description=(
+            "`openssl`: dkimpy's canonicalisation with OpenSSL's RSA (~0.3 ms a message);"
+            " `dkimpy`: dkimpy throughout, pure-Python RSA (~7 ms a message)."
+        ),
+    )
 
     sms_provider: Literal["twilio", "json"] | None = Field(
         default=None,

@@ -127,6 +127,7 @@ def dkim_key(settings: SenderSettings) -> DkimKey | None:
         selector=settings.dkim_selector or "",
         domain=settings.dkim_domain or "",
         private_key_pem=settings.dkim_private_key_file.read_bytes(),
+        implementation=settings.dkim_signer,
     )
 
 

@@ -8,7 +8,7 @@ from functools import cache
 from typing import Any, Generic, TypeVar
 
 from relance_events.envelope import Envelope, TraceContext
-from relance_events.payloads import Payload
+from relance_events.payloads import Payload, checked_model
 
 P = TypeVar("P", bound=Payload)
 
@@ -47,5 +47,41 @@ def new_event(
         source=source,
         trace=trace,
         payload=payload,
+    )
+    return event
+
+
+def checked_event(
+    payload: P,
+    *,
+    event_id: uuid.UUID,
+    shop_id: str,
+    contact_key: str,
+    source: str,
+    occurred_at: datetime,
+    received_at: datetime,
+    trace: TraceContext | None,
+) -> Event[P]:
+    """`new_event` for a caller that has checked every envelope field itself.
+
+    The Segment mapper validates each message field by field, and its payloads are
+    validated models; pydantic checking the envelope again cost a few microseconds per
+    event. The result equals what `new_event` returns for the same arguments (a test
+    compares them); arguments `new_event` would refuse must not reach here.
+    """
+    event: Event[P] = checked_model(
+        _event_model(type(payload)),
+        {
+            "event_id": event_id,
+            "type": payload.TYPE,
+            "schema_version": payload.SCHEMA_VERSION,
+            "occurred_at": occurred_at,
+            "received_at": received_at,
+            "shop_id": shop_id,
+            "contact_key": contact_key,
+            "source": source,
+            "trace": trace,
+            "payload": payload,
+        },
     )
     return event

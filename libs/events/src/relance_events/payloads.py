@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import date
 from decimal import Decimal
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
@@ -354,6 +354,24 @@ PAYLOAD_TYPES: dict[str, type[Payload]] = {
 
 def payload_class(type_name: str) -> type[Payload]:
     return PAYLOAD_TYPES.get(type_name, UnknownPayload)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def checked_model(cls: type[M], values: dict[str, Any]) -> M:
+    """`cls(**values)` for values the caller has already proven valid, without validation.
+
+    It builds what pydantic's `model_construct` builds (without its per-field Python
+    loop), and equals the validated model. `values` names every field of `cls`, in
+    declaration order, as validation would store them (tests compare the two).
+    """
+    model = cls.__new__(cls)
+    object.__setattr__(model, "__dict__", values)
+    object.__setattr__(model, "__pydantic_fields_set__", set(values))
+    object.__setattr__(model, "__pydantic_extra__", None)
+    object.__setattr__(model, "__pydantic_private__", None)
+    return model
 
 
 def as_json_dict(payload: Payload) -> dict[str, Any]:

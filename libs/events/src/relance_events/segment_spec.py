@@ -28,9 +28,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import ValidationError
 
-from relance_events.envelope import deterministic_id
+from relance_events.envelope import TraceContext, deterministic_id
 from relance_events.errors import EventError
-from relance_events.event import Event, new_event
+from relance_events.event import Event, checked_event, new_event
 from relance_events.payloads import (
     CartChanged,
     CheckoutStarted,
@@ -46,6 +46,7 @@ from relance_events.payloads import (
     OrderRefunded,
     PageViewed,
     Payload,
+    checked_model,
 )
 
 SOURCE = "segment"
@@ -56,6 +57,7 @@ MAX_MESSAGE_ID_LENGTH = 128
 MAX_PRODUCTS = 500
 _MONEY_STEP = Decimal("0.0001")
 _MONEY_MAX = Decimal("9999999999")
+_ZERO = Decimal(0)
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 _CURRENCY = re.compile(r"^[A-Za-z]{3}$")
 
@@ -319,6 +321,9 @@ class _Context:
     occurred_at: datetime
     received_at: datetime
     source: str
+    trace: TraceContext | None
+    # The envelope's fields are known valid (see `_envelope_checked`): no second look.
+    checked: bool
     produced: list[Produced] = field(default_factory=list)
 
     def next_id(self) -> uuid.UUID:
@@ -326,7 +331,7 @@ class _Context:
 
     def emit(self, payload: Payload) -> None:
         self.produced.append(
-            new_event(
+            (checked_event if self.checked else new_event)(
                 payload,
                 shop_id=self.shop_id,
                 contact_key=self.contact_key,
@@ -334,6 +339,7 @@ class _Context:
                 occurred_at=self.occurred_at,
                 received_at=self.received_at,
                 event_id=self.next_id(),
+                trace=self.trace,
             )
         )
 
@@ -387,12 +393,14 @@ def map_message(
     max_age: timedelta | None = MAX_AGE,
     max_ahead: timedelta | None = MAX_AHEAD,
     source: str = SOURCE,
+    trace: TraceContext | None = None,
 ) -> list[Produced]:
     """Validate one message and return what it produces, in order.
 
     `message_type` forces the type (the endpoint names it); otherwise `type` is read
     (batch items). `received_at` is "now" for the timestamp window; pass `max_age=None`
-    to replay history. Raises `SegmentValidationError` naming every bad field.
+    to replay history. Events carry `trace` (cart items get it when resolved). Raises
+    `SegmentValidationError` naming every bad field.
     """
     errs = _Errors(index)
     if not isinstance(message, dict):
@@ -434,7 +442,10 @@ def map_message(
     assert message_id is not None
 
     contact_key = user_id if user_id is not None else f"anon:{anonymous_id}"
-    ctx = _Context(shop_id, message_id, contact_key, occurred_at, received_at, source)
+    checked = _envelope_checked(shop_id, source, received_at)
+    ctx = _Context(
+        shop_id, message_id, contact_key, occurred_at, received_at, source, trace, checked
+    )
 
     try:
         if kind == "identify":
@@ -459,6 +470,20 @@ def map_message(
     if errs.items:
         raise SegmentValidationError(errs.items)
     return ctx.produced
+
+
+def _envelope_checked(shop_id: str, source: str, received_at: datetime) -> bool:
+    """Whether the envelope of this message's events is valid without pydantic's check.
+
+    The rest is valid by construction: ids come from `_id` (at most 128 characters, so
+    a contact key is at most 133), and a parsed timestamp carries an offset.
+    """
+    return (
+        0 < len(shop_id) <= 64
+        and 0 < len(source) <= 64
+        and received_at.tzinfo is not None
+        and received_at.utcoffset() is not None
+    )
 
 
 def _consent(value: object, where: str, errs: _Errors) -> Literal["granted", "denied"] | None:
@@ -555,6 +580,27 @@ def _amount(props: Mapping[str, Any], errs: _Errors, *keys: str) -> Decimal | No
     return None
 
 
+def _order_completed(fields: dict[str, Any]) -> OrderCompleted:
+    """The payload, validated by pydantic unless its fields are valid by construction.
+
+    `_id` and `_text` bound the ids and the coupon, `_products` the items, and `_money`
+    quantizes amounts to 4 places below `_MONEY_MAX` (a zero discount is `_ZERO`). A
+    total summed from products is quantized too, but may be too large, and a currency
+    `_currency` let through may not be `^[A-Z]{3}$`: those are validated, so the errors
+    stay pydantic's.
+    """
+    currency = fields["currency"]
+    if (
+        fields["total"] <= _MONEY_MAX
+        and len(currency) == 3
+        and currency.isascii()
+        and currency.isalpha()
+        and currency.isupper()
+    ):
+        return checked_model(OrderCompleted, fields)
+    return OrderCompleted(**fields)
+
+
 def _track(message: dict[str, Any], ctx: _Context, errs: _Errors) -> None:
     name = message.get("event")
     if not isinstance(name, str) or not name.strip():
@@ -583,14 +629,16 @@ def _track(message: dict[str, Any], ctx: _Context, errs: _Errors) -> None:
         if errs.items or order_id is None or total is None:
             return
         ctx.emit(
-            OrderCompleted(
-                order_id=order_id,
-                total=total,
-                currency=currency or "EUR",
-                discount=discount or Decimal(0),
-                coupon=coupon,
-                cart_id=cart_id,
-                items=products,
+            _order_completed(
+                {
+                    "order_id": order_id,
+                    "total": total,
+                    "currency": currency or "EUR",
+                    "discount": discount or _ZERO,
+                    "coupon": coupon,
+                    "cart_id": cart_id,
+                    "items": products,
+                }
             )
         )
     elif name == "Order Refunded":

@@ -17,7 +17,6 @@ from opentelemetry.trace import Span, Tracer
 from relance_events import Event, TraceContext, deterministic_id, new_event
 from relance_events.payloads import ConsentChanged, EmailOpened, LinkClicked
 from relance_events.segment_spec import (
-    CartBook,
     CartDelta,
     CartMerge,
     MessageType,
@@ -40,10 +39,10 @@ TRACKING_SOURCE = "tracking"
 
 @dataclass(eq=False)
 class _Request:
-    """A request's mapped messages, waiting to be committed with others."""
+    """A request's events (it changes no cart), waiting to be committed with others."""
 
     shop_id: str
-    produced: list[Produced]
+    events: list[Event[Any]]
     probe: CartProbe | None
     trace: TraceContext | None
     done: asyncio.Future[int] = field(
@@ -115,6 +114,7 @@ class IngestService:
         shop_id: str,
         messages: Sequence[tuple[MessageType | None, object]],
         received_at: datetime,
+        trace: TraceContext | None = None,
     ) -> list[Produced]:
         """Every message mapped, or `SegmentValidationError` naming every bad field of all."""
         produced: list[Produced] = []
@@ -130,6 +130,7 @@ class IngestService:
                         message_type=kind,
                         max_age=self._max_age,
                         max_ahead=self._max_ahead,
+                        trace=trace,
                     )
                 )
             except SegmentValidationError as exc:
@@ -162,17 +163,18 @@ class IngestService:
         received_at: datetime,
         trace: TraceContext | None,
     ) -> int:
-        produced = self.map(shop_id, messages, received_at)
+        produced = self.map(shop_id, messages, received_at, trace)
         contacts, cart_ids, delta_ids = cart_needs(produced)
-        if _changes_carts(produced):
+        events = _events_only(produced)
+        if events is None:
             return await self._with_carts(shop_id, produced, trace, contacts, cart_ids, delta_ids)
         # Orders only close an open cart; most contacts have none, and a lock-free read
         # spares them a transaction held open for the whole publish. A cart opened
         # concurrently is one the order did not know about, as if it came first.
         probe = CartProbe(shop_id, contacts, cart_ids) if contacts or cart_ids else None
-        request = _Request(shop_id, produced, probe, trace)
+        request = _Request(shop_id, events, probe, trace)
         self._waiting.append(request)
-        self._waiting_events += len(produced)
+        self._waiting_events += len(events)
         if not self._committing:
             self._committing = True
             await self._commit_waiting()
@@ -181,7 +183,7 @@ class IngestService:
     async def _with_carts(
         self,
         shop_id: str,
-        produced: list[Produced],
+        produced: Sequence[Produced],
         trace: TraceContext | None,
         contacts: set[str],
         cart_ids: set[str],
@@ -211,7 +213,7 @@ class IngestService:
         size = 0
         while self._waiting and (not group or size < self._max_group_events):
             group.append(self._waiting.popleft())
-            size += len(group[-1].produced)
+            size += len(group[-1].events)
         self._waiting_events -= size
         try:
             await self._commit(group)
@@ -244,8 +246,8 @@ class IngestService:
             if id(request) in with_open_cart:
                 self._spawn(self._close_cart(request))
             else:
-                events = traced(CartBook(request.shop_id).resolve(request.produced), request.trace)
-                plain.append((request, events))
+                # No cart to fold nor to close: the mapped events are final (and traced).
+                plain.append((request, request.events))
         try:
             events = [e for _, request_events in plain for e in request_events]
             if events:
@@ -262,10 +264,10 @@ class IngestService:
 
     async def _close_cart(self, request: _Request) -> None:
         """An order of a contact with an open cart: the transactional path, on its own."""
-        contacts, cart_ids, delta_ids = cart_needs(request.produced)
+        contacts, cart_ids, delta_ids = cart_needs(request.events)
         try:
             count = await self._with_carts(
-                request.shop_id, request.produced, request.trace, contacts, cart_ids, delta_ids
+                request.shop_id, request.events, request.trace, contacts, cart_ids, delta_ids
             )
         except Exception as exc:
             request.settle(exc)
@@ -301,8 +303,11 @@ def trace_of(span: Span) -> TraceContext | None:
     )
 
 
-def _changes_carts(produced: Sequence[Produced]) -> bool:
-    return any(isinstance(item, CartDelta | CartMerge) for item in produced)
+def _events_only(produced: list[Produced]) -> list[Event[Any]] | None:
+    """`produced` when it holds only events, None when it changes carts."""
+    if any(isinstance(item, CartDelta | CartMerge) for item in produced):
+        return None
+    return produced  # type: ignore[return-value]
 
 
 @dataclass(frozen=True, slots=True)

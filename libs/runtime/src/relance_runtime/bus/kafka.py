@@ -28,11 +28,14 @@ from aiokafka.errors import (
 )
 
 from relance_events import Event
-from relance_runtime.bus.messages import TopicNames, partition_for, to_message
+from relance_runtime.bus.messages import TopicNames, message_parts, partition_for
 from relance_runtime.bus.ports import BusConsumer, OutgoingMessage, Record, TopicPartition
 from relance_runtime.errors import BusUnavailable, RebalancedAway, TransientError
 
 log = logging.getLogger(__name__)
+
+# (topic, key, value, headers): an event's `message_parts`, or an `OutgoingMessage`'s.
+RawParts = tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]
 
 
 def record_of(message: Any) -> Record:
@@ -138,9 +141,12 @@ class KafkaBus:
         raise BusUnavailable(f"partitions of {topics} have no leader after 10 s")
 
     async def publish(self, events: Sequence[Event[Any]]) -> None:
-        await self.publish_raw([to_message(event, self.names) for event in events])
+        await self._publish([message_parts(event, self.names) for event in events])
 
     async def publish_raw(self, messages: Sequence[OutgoingMessage]) -> None:
+        await self._publish([(m.topic, m.key, m.value, list(m.headers)) for m in messages])
+
+    async def _publish(self, messages: Sequence[RawParts]) -> None:
         if not messages:
             return
         producer = await self._live_producer()
@@ -155,37 +161,30 @@ class KafkaBus:
         self._failures_in_a_row = 0
 
     async def _send_batches(
-        self, producer: AIOKafkaProducer, messages: Sequence[OutgoingMessage]
+        self, producer: AIOKafkaProducer, messages: Sequence[RawParts]
     ) -> list[asyncio.Future[Any]]:
         """One record batch per partition instead of one future per message.
 
         Partitions are chosen with Kafka's default partitioner, so a key lands where it
         would with `send()`; order within a partition is the order of `messages`.
         """
-        by_partition: dict[tuple[str, int], list[OutgoingMessage]] = {}
+        by_partition: dict[tuple[str, int], list[RawParts]] = {}
         counts: dict[str, int] = {}
         for i, m in enumerate(messages):
-            if m.topic not in counts:
-                counts[m.topic] = len(await producer.partitions_for(m.topic))
-            key = (m.topic, self._partition(m.key, counts[m.topic], i))
-            by_partition.setdefault(key, []).append(m)
+            topic = m[0]
+            if topic not in counts:
+                counts[topic] = len(await producer.partitions_for(topic))
+            where = (topic, self._partition(m[1], counts[topic], i))
+            by_partition.setdefault(where, []).append(m)
         futures: list[asyncio.Future[Any]] = []
         for (topic, partition), batch_messages in by_partition.items():
             batch = producer.create_batch()
-            for m in batch_messages:
-                if (
-                    batch.append(key=m.key, value=m.value, timestamp=None, headers=list(m.headers))
-                    is None
-                ):
+            for _, key, value, headers in batch_messages:
+                if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
                     batch.close()
                     futures.append(await producer.send_batch(batch, topic, partition=partition))
                     batch = producer.create_batch()
-                    if (
-                        batch.append(
-                            key=m.key, value=m.value, timestamp=None, headers=list(m.headers)
-                        )
-                        is None
-                    ):
+                    if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
                         raise BusUnavailable("a message is larger than the producer's batch size")
             batch.close()
             futures.append(await producer.send_batch(batch, topic, partition=partition))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from aiokafka.partitioner import murmur2
@@ -41,19 +42,37 @@ def partition_for(key: bytes | None, partitions: int, fallback: int = 0) -> int:
     return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
-def to_message(event: Event[Any], names: TopicNames) -> OutgoingMessage:
-    headers: list[tuple[str, bytes]] = [
-        ("content-type", CONTENT_TYPE.encode()),
+_CONTENT_TYPE_HEADER = ("content-type", CONTENT_TYPE.encode())
+
+# (topic, key, value, headers) of one event: what a bus adapter writes.
+MessageParts = tuple[str, bytes, bytes, list[tuple[str, bytes]]]
+
+
+@lru_cache(maxsize=1024)
+def _physical_topic(prefix: str, event_type: str) -> str:
+    return TopicNames(prefix).of(topic_for(event_type))
+
+
+def message_parts(event: Event[Any], names: TopicNames) -> MessageParts:
+    """What `to_message` holds, without building it (Kafka appends these straight away)."""
+    headers = [
+        _CONTENT_TYPE_HEADER,
         ("event-type", event.type.encode()),
         ("event-id", str(event.event_id).encode()),
     ]
-    if event.trace is not None:
-        headers.append(("traceparent", event.trace.traceparent.encode()))
-        if event.trace.tracestate:
-            headers.append(("tracestate", event.trace.tracestate.encode()))
-    return OutgoingMessage(
-        topic=names.of(topic_for(event.type)),
-        key=event.partition_key,
-        value=encode(event),
-        headers=tuple(headers),
+    trace = event.trace
+    if trace is not None:
+        headers.append(("traceparent", trace.traceparent.encode()))
+        if trace.tracestate:
+            headers.append(("tracestate", trace.tracestate.encode()))
+    return (
+        _physical_topic(names.prefix, event.type),
+        f"{event.shop_id}\x1f{event.contact_key}".encode(),  # event.partition_key
+        encode(event),
+        headers,
     )
+
+
+def to_message(event: Event[Any], names: TopicNames) -> OutgoingMessage:
+    topic, key, value, headers = message_parts(event, names)
+    return OutgoingMessage(topic=topic, key=key, value=value, headers=tuple(headers))

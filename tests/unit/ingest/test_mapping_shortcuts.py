@@ -1,0 +1,261 @@
+"""The mapper's shortcuts change nothing: same events, same bytes, same errors.
+
+`map_message` builds the envelope (and an order's payload, when its fields are valid by
+construction) without a second pydantic validation. Here every message is also mapped
+with both shortcuts replaced by validated construction, and the two must agree: equal
+events with equal encodings, or equal errors.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from relance_events import TraceContext, decode, deterministic_id, encode, new_event
+from relance_events import segment_spec as spec
+from relance_events.envelope import RELANCE_NAMESPACE
+from relance_events.segment_spec import SegmentValidationError, map_message
+
+NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+TRACE = TraceContext(traceparent="00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+
+
+def _validated_model(cls: Any, values: dict[str, Any]) -> Any:
+    return cls(**values)
+
+
+def _validated_event(payload: Any, **envelope: Any) -> Any:
+    return new_event(payload, **envelope)
+
+
+def reference(message: object, **kwargs: Any) -> Any:
+    """`map_message` with every model validated by pydantic, as before the shortcuts."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(spec, "checked_model", _validated_model)
+        patch.setattr(spec, "checked_event", _validated_event)
+        return _outcome(message, **kwargs)
+
+
+def _outcome(message: object, **kwargs: Any) -> Any:
+    try:
+        return map_message(message, **kwargs)
+    except SegmentValidationError as exc:
+        return exc.errors
+
+
+def mostly(valid: st.SearchStrategy[Any], odd: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """Valid values four times in five: most messages should map, some should not."""
+    return st.one_of(valid, valid, valid, valid, odd)
+
+
+good_ids = st.text(alphabet='abcxyz-019é"', min_size=1, max_size=8)
+ids = mostly(
+    good_ids,
+    st.one_of(
+        st.none(),
+        st.text(max_size=3),
+        st.integers(min_value=-3, max_value=10**6),
+        st.sampled_from(["o" * 128, "o" * 129, "  ", True]),
+    ),
+)
+amounts = mostly(
+    st.one_of(
+        st.integers(min_value=0, max_value=10**6),
+        st.floats(min_value=0, max_value=1e6),
+        st.decimals(min_value=0, max_value=10**10, places=6).map(str),
+    ),
+    st.one_of(
+        st.none(),
+        st.integers(min_value=-5, max_value=10**11),
+        st.floats(allow_nan=False, allow_infinity=False, min_value=-1, max_value=1e11),
+        st.sampled_from(["9999999999", "9999999999.00001", "1e3", "x", "", "-0"]),
+    ),
+)
+currencies = mostly(
+    st.sampled_from(["EUR", "eur", "UsD"]),
+    st.sampled_from([None, "EUR\n", "ÉUR", "EU", "EURO", "€€€", 978]),
+)
+products = st.lists(
+    st.fixed_dictionaries(
+        {"product_id": ids, "price": amounts},
+        optional={"quantity": st.integers(min_value=-1, max_value=10**6), "sku": ids},
+    ),
+    max_size=3,
+)
+order_properties = st.fixed_dictionaries(
+    {"order_id": ids},
+    optional={
+        "total": amounts,
+        "revenue": amounts,
+        "currency": currencies,
+        "discount": amounts,
+        "coupon": mostly(st.text(max_size=4), st.sampled_from([None, "c" * 257, 5])),
+        "cart_id": ids,
+        "products": products,
+    },
+)
+events = mostly(
+    st.just("Order Completed"),
+    st.sampled_from(["Order Refunded", "Checkout Started", "Email Opened", "Signed Up", ""]),
+)
+timestamps = mostly(
+    st.datetimes(
+        min_value=datetime(2025, 2, 1), max_value=datetime(2025, 3, 1, 12), timezones=st.just(UTC)
+    ).map(datetime.isoformat),
+    st.sampled_from(
+        [None, "2025-03-01T13:00:00+02:00", "2025-03-01T11:00", "2024-01-01T00:00:00Z", "x", 5]
+    ),
+)
+valid_times = st.datetimes(
+    min_value=datetime(2025, 2, 1), max_value=datetime(2025, 3, 1, 12), timezones=st.just(UTC)
+).map(datetime.isoformat)
+orders = st.fixed_dictionaries(
+    {
+        "type": st.just("track"),
+        "messageId": good_ids,
+        "userId": good_ids,
+        "event": events,
+        "properties": order_properties,
+        "timestamp": valid_times,
+    }
+)
+anything = st.fixed_dictionaries(
+    {
+        "type": mostly(st.just("track"), st.sampled_from(["identify", "alias", "page", "nope"])),
+        "messageId": ids,
+        "userId": ids,
+        "event": events,
+        "properties": order_properties,
+        "timestamp": timestamps,
+    },
+    optional={
+        "anonymousId": ids,
+        "previousId": ids,
+        "traits": st.fixed_dictionaries({}, optional={"email": st.just("a@b.c")}),
+    },
+)
+messages = st.one_of(orders, anything)
+# Orders that map (or fail only where the shortcut's guards look): amounts at Money's
+# edges, currencies `_currency` lets through, totals summed from products.
+valid_amounts = st.one_of(
+    st.integers(min_value=0, max_value=9_999_999_999),
+    st.decimals(min_value=0, max_value=9_999_999_999, places=5).map(str),
+    st.sampled_from(["9999999999", "9999999998.99995", "0.00005", "0"]),
+)
+valid_orders = st.fixed_dictionaries(
+    {
+        "type": st.just("track"),
+        "messageId": good_ids,
+        "userId": good_ids,
+        "event": st.just("Order Completed"),
+        "timestamp": valid_times,
+        "properties": st.fixed_dictionaries(
+            {
+                "order_id": good_ids,
+                "currency": st.sampled_from(["EUR", "EUR", "EUR", "eur", "UsD", "EUR\n", "ÉUR"]),
+                "products": st.lists(
+                    st.fixed_dictionaries(
+                        {"product_id": good_ids, "price": valid_amounts},
+                        optional={"quantity": st.integers(min_value=0, max_value=10**6)},
+                    ),
+                    min_size=1,
+                    max_size=3,
+                ),
+            },
+            optional={
+                "total": valid_amounts,
+                "discount": valid_amounts,
+                "coupon": st.text(max_size=3),
+                "cart_id": good_ids,
+            },
+        ),
+    }
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    messages,
+    mostly(st.just("shop1"), st.sampled_from(["s" * 64, "s" * 65, ""])),
+    mostly(st.just(NOW), st.just(NOW.replace(tzinfo=None))),
+    st.one_of(st.none(), st.just(TRACE)),
+)
+def test_every_message_maps_as_with_validated_models(
+    message: dict[str, Any], shop_id: str, received_at: datetime, trace: Any
+) -> None:
+    kwargs: dict[str, Any] = {"shop_id": shop_id, "received_at": received_at, "trace": trace}
+    try:
+        expected = reference(message, **kwargs)
+    except Exception as exc:  # whatever the validated path raises, the shortcut raises too
+        with pytest.raises(type(exc)):
+            map_message(message, **kwargs)
+        return
+    got = _outcome(message, **kwargs)
+    assert got == expected
+    if isinstance(got, list) and got and not isinstance(got[0], dict):
+        for ours, theirs in zip(got, expected, strict=True):
+            if hasattr(ours, "payload"):
+                assert encode(ours) == encode(theirs)
+                assert ours.model_fields_set == theirs.model_fields_set
+                assert ours.payload.model_fields_set == theirs.payload.model_fields_set
+                assert decode(encode(ours)) == ours
+
+
+@settings(max_examples=500, deadline=None)
+@given(valid_orders, st.one_of(st.none(), st.just(TRACE)))
+def test_orders_map_as_with_validated_models(message: dict[str, Any], trace: Any) -> None:
+    test_every_message_maps_as_with_validated_models.hypothesis.inner_test(  # type: ignore[attr-defined]
+        message, "shop1", NOW, trace
+    )
+
+
+def test_an_order_total_summed_past_money_is_still_refused_by_validation() -> None:
+    message = {
+        "type": "track",
+        "messageId": "m1",
+        "userId": "u1",
+        "event": "Order Completed",
+        "properties": {
+            "order_id": "o1",
+            "products": [{"product_id": "p", "price": 9_999_999_999, "quantity": 1000}],
+        },
+    }
+    with pytest.raises(SegmentValidationError) as caught:
+        map_message(message, shop_id="shop1", received_at=NOW)
+    assert caught.value.errors[0]["field"] == "total"
+
+
+def test_events_carry_the_request_trace() -> None:
+    message = {"type": "track", "messageId": "m1", "userId": "u1", "event": "Signed Up"}
+    (event,) = map_message(message, shop_id="shop1", received_at=NOW, trace=TRACE)
+    assert event.trace == TRACE  # type: ignore[union-attr]
+
+
+@given(st.lists(st.text(), min_size=1, max_size=4))
+def test_deterministic_ids_are_uuid5(parts: list[str]) -> None:
+    name = "\x1f".join(parts)
+    try:
+        expected = uuid.uuid5(RELANCE_NAMESPACE, name)
+    except UnicodeEncodeError:
+        with pytest.raises(UnicodeEncodeError):
+            deterministic_id(*parts)
+        return
+    assert deterministic_id(*parts) == expected
+
+
+def test_encode_is_pydantics_json_without_nones() -> None:
+    message = {
+        "type": "track",
+        "messageId": "m1",
+        "userId": 'ü"1',
+        "event": "Order Completed",
+        "timestamp": "2025-03-01T13:00:00.5+02:00",
+        "properties": {"order_id": "o1", "total": 12, "products": [{"id": "p", "price": 1.5}]},
+    }
+    (event,) = map_message(message, shop_id="shop1", received_at=NOW - timedelta(seconds=1))
+    assert encode(event) == event.model_dump_json(exclude_none=True).encode()  # type: ignore[union-attr]

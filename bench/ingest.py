@@ -305,6 +305,12 @@ def _cpu_during(
         for name, pids in groups.items()
         if pids
     }
+    if groups.get("server"):
+        # SO_REUSEPORT spreads connections by a hash: with few connections, one worker
+        # may get most of them (and of the CPU) while the other idles.
+        figures["server_cpu_s_by_process"] = sorted(
+            (round(used(p), 2) for p in groups["server"]), reverse=True
+        )
     known = set().union(*groups.values()) | {os.getpid()}
     others = sorted(((used(p), after[p].command) for p in after if p not in known), reverse=True)
     figures["other_processes_cpu_s"] = round(sum(cpu for cpu, _ in others), 2)

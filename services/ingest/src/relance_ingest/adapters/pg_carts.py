@@ -25,19 +25,25 @@ class PgCartRepository:
         self._conn = conn
 
     async def open_carts(self, probes: Sequence[CartProbe]) -> list[bool]:
-        """Answer every probe with one query."""
+        """Answer every probe with one query.
+
+        It reads the open carts of any probed shop whose contact (or cart id) is any
+        probed one, through the partial index (a probe's shop and key are paired below):
+        arrays of the distinct keys, no join of pairs, which the planner sometimes ran
+        as a scan of every open cart.
+        """
+        by_contact = [p for p in probes if p.contact_keys]
+        by_cart = [p for p in probes if p.cart_ids]
         rows = await self._conn.fetch(
-            "select true as by_contact, u.shop_id, u.id from unnest($1::text[], $2::text[])"
-            " as u(shop_id, id) where exists (select 1 from ingest_carts c where"
-            " c.shop_id = u.shop_id and c.contact_key = u.id and c.is_open)"
+            "select true as by_contact, shop_id, contact_key as id from ingest_carts"
+            " where is_open and shop_id = any($1::text[]) and contact_key = any($2::text[])"
             " union all "
-            "select false, u.shop_id, u.id from unnest($3::text[], $4::text[])"
-            " as u(shop_id, id) where exists (select 1 from ingest_carts c where"
-            " c.shop_id = u.shop_id and c.cart_id = u.id and c.is_open)",
-            [p.shop_id for p in probes for _ in p.contact_keys],
-            [k for p in probes for k in p.contact_keys],
-            [p.shop_id for p in probes for _ in p.cart_ids],
-            [c for p in probes for c in p.cart_ids],
+            "select false, shop_id, cart_id from ingest_carts"
+            " where is_open and shop_id = any($3::text[]) and cart_id = any($4::text[])",
+            list({p.shop_id for p in by_contact}),
+            list({k for p in by_contact for k in p.contact_keys}),
+            list({p.shop_id for p in by_cart}),
+            list({c for p in by_cart for c in p.cart_ids}),
         )
         contacts = {(r["shop_id"], r["id"]) for r in rows if r["by_contact"]}
         carts = {(r["shop_id"], r["id"]) for r in rows if not r["by_contact"]}

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import statistics
@@ -194,13 +195,16 @@ async def latency(system: System, rate: int, seconds: float) -> dict[str, Any]:
     conn = await asyncpg.connect(system.database_url)
     try:
         rows = await conn.fetch(
-            "SELECT address, extract(epoch FROM updated_at) AS at, state FROM sender_ledger"
-            " WHERE address = ANY($1::text[])",
+            "SELECT l.address, l.state, extract(epoch FROM l.updated_at) AS settled,"
+            " extract(epoch FROM l.created_at) AS claimed, extract(epoch FROM j.at) AS decided"
+            " FROM sender_ledger l LEFT JOIN orchestrator_journal j"
+            "  ON j.message_id = l.message_id AND j.kind = 'requested'"
+            " WHERE l.address = ANY($1::text[])",
             list(sent_at),
         )
     finally:
         await conn.close()
-    settled = [(float(r["at"]) - sent_at[r["address"]]) * 1000 for r in rows]
+    settled = [(float(r["settled"]) - sent_at[r["address"]]) * 1000 for r in rows]
     result["ledger_states"] = sorted({str(r["state"]) for r in rows})
     if settled:
         result["ingest_to_ledger_settled_ms"] = {
@@ -208,7 +212,61 @@ async def latency(system: System, rate: int, seconds: float) -> dict[str, Any]:
             "p50": round(statistics.median(settled), 1),
             "p99": round(percentile(settled, 0.99), 1),
         }
+    # Where the time goes, hop by hop, from the services' own timestamps (same host clock).
+    received = {r: m.received_at for m in system.mailbox.all() for r in m.rcpt_tos}
+    hops: dict[str, list[float]] = {
+        "request_to_orchestrator_decision": [],
+        "decision_to_sender_claim": [],
+        "claim_to_ledger_settled": [],
+        "settled_to_smtp_250_seen": [],
+    }
+    for r in rows:
+        if r["decided"] is None or r["address"] not in received:
+            continue
+        start, decided = sent_at[r["address"]], float(r["decided"])
+        claimed, done = float(r["claimed"]), float(r["settled"])
+        hops["request_to_orchestrator_decision"].append((decided - start) * 1000)
+        hops["decision_to_sender_claim"].append((claimed - decided) * 1000)
+        hops["claim_to_ledger_settled"].append((done - claimed) * 1000)
+        hops["settled_to_smtp_250_seen"].append((received[r["address"]] - done) * 1000)
+    result["hops_ms"] = {
+        name: {"p50": round(statistics.median(v), 1), "p99": round(percentile(v, 0.99), 1)}
+        for name, v in hops.items()
+        if v
+    }
     return result
+
+
+def span_gaps(spans: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """For each trace that reached `sender.send`: the gaps between the first span of each
+    service along the way (start to start), and each span's own duration, p50/p99."""
+    by_trace: dict[str, list[dict[str, Any]]] = {}
+    for span in spans:
+        by_trace.setdefault(str(span["trace_id"]), []).append(span)
+    gaps: dict[str, list[float]] = {}
+    for trace in by_trace.values():
+        if not any(s["name"] == "sender.send" for s in trace):
+            continue
+        trace.sort(key=lambda s: int(s["start_ns"]))
+        first: dict[str, dict[str, Any]] = {}
+        for span in trace:
+            first.setdefault(str(span["name"]), span)
+        ordered = sorted(first.values(), key=lambda s: int(s["start_ns"]))
+        for a, b in itertools.pairwise(ordered):
+            gap = (int(b["start_ns"]) - int(a["start_ns"])) / 1e6
+            gaps.setdefault(f"{a['name']} -> {b['name']}", []).append(gap)
+        for span in ordered:
+            gaps.setdefault(f"{span['name']} (duration)", []).append(
+                (int(span["end_ns"]) - int(span["start_ns"])) / 1e6
+            )
+    return {
+        name: {
+            "n": len(v),
+            "p50": round(statistics.median(v), 1),
+            "p99": round(percentile(v, 0.99), 1),
+        }
+        for name, v in sorted(gaps.items())
+    }
 
 
 async def main() -> None:
@@ -216,6 +274,14 @@ async def main() -> None:
     parser.add_argument("--events", type=int, default=30_000)
     parser.add_argument("--rate", type=int, default=500)
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument(
+        "--phases", default="throughput,latency", help="which phases to run, comma-separated"
+    )
+    parser.add_argument(
+        "--spans",
+        action="store_true",
+        help="export spans to a file (costs CPU) and print where each welcome's time went",
+    )
     parser.add_argument(
         "--kafka", default=os.environ.get("RELANCE_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
     )
@@ -238,7 +304,7 @@ async def main() -> None:
         args.kafka,
         f"bench{uuid.uuid4().hex[:8]}.",
         extra_env={
-            "RELANCE_OTEL_EXPORTER": "none",
+            **({} if args.spans else {"RELANCE_OTEL_EXPORTER": "none"}),
             "RELANCE_LOG_LEVEL": "WARNING",
             "RELANCE_DB_POOL_MAX": "20",
         },
@@ -249,10 +315,17 @@ async def main() -> None:
         await asyncio.to_thread(system.start)
         startup = time.monotonic() - started
         print(f"system ready in {startup:.1f} s", flush=True)
-        tput = await throughput(system, args.events)
-        print(json.dumps({"throughput": tput}, indent=2), flush=True)
-        lat = await latency(system, args.rate, args.seconds)
-        print(json.dumps({"latency": lat}, indent=2), flush=True)
+        tput: dict[str, Any] = {}
+        lat: dict[str, Any] = {}
+        if "throughput" in args.phases:
+            tput = await throughput(system, args.events)
+            print(json.dumps({"throughput": tput}, indent=2), flush=True)
+        if "latency" in args.phases:
+            lat = await latency(system, args.rate, args.seconds)
+            print(json.dumps({"latency": lat}, indent=2), flush=True)
+        if args.spans:
+            await asyncio.sleep(2)  # the batch span processors flush
+            print(json.dumps({"span_gaps_ms": span_gaps(system.spans())}, indent=2))
     finally:
         await asyncio.to_thread(system.stop)
         server.cleanup()

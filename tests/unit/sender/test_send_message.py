@@ -427,3 +427,20 @@ async def test_a_batch_gives_each_request_the_verdict_it_would_get_alone(world: 
         "m-e": "failed",
         "m-f": "sent",
     }
+
+
+async def test_each_result_is_heard_once_as_soon_as_it_is_known(world: World) -> None:
+    heard: list[tuple[int, str]] = []
+    batch = [
+        make_request(message_id="m-a", contact_key="u-a"),
+        make_request(message_id="m-a", contact_key="u-a"),
+        make_request(message_id="m-x", not_after=NOW - timedelta(seconds=1)),
+        make_request(message_id="m-b", contact_key="u-b"),
+    ]
+    results = await world.send.handle_many(
+        batch, on_result=lambda n, result: heard.append((n, result.kind))
+    )
+    # The failure is known at the claim, before any delivery; the copy last.
+    assert heard[0] == (2, "failed")
+    assert sorted(heard) == [(0, "sent"), (1, "busy"), (2, "failed"), (3, "sent")]
+    assert [r.kind for r in results] == ["sent", "busy", "failed", "sent"]

@@ -33,7 +33,7 @@ from relance_sender.adapters.postgres_ledger import PostgresSenderStore, Postgre
 from relance_sender.domain.request import SendRequest
 from relance_sender.failpoints import kill_at
 from relance_sender.http import SenderHttpDeps, build_router
-from relance_sender.services import consent_record
+from relance_sender.services import SendResult, consent_record
 from relance_sender.settings import SenderSettings
 from relance_sender.wiring import Sender, build_sender
 
@@ -82,20 +82,28 @@ class SenderHandler:
 
     async def _send_group(self, events: Sequence[Event[MessageRequested]]) -> None:
         async with self._groups:
+            # One span per message, from the group's start to that message's own end.
             spans = [start_event_span("sender.send", e) for e in events]
+            ended: set[int] = set()
+
+            def settled(n: int, result: SendResult) -> None:
+                spans[n].set_attribute("relance.send_result", result.kind)
+                spans[n].end()
+                ended.add(n)
+
             try:
-                results = await self._sender.send.handle_many(
-                    [SendRequest.from_event(e) for e in events], slots=self._slots
+                await self._sender.send.handle_many(
+                    [SendRequest.from_event(e) for e in events],
+                    slots=self._slots,
+                    on_result=settled,
                 )
             except BaseException as exc:
-                for span in spans:
-                    span.record_exception(exc)
-                    span.set_status(StatusCode.ERROR, type(exc).__name__)
-                    span.end()
+                for n, span in enumerate(spans):
+                    if n not in ended:
+                        span.record_exception(exc)
+                        span.set_status(StatusCode.ERROR, type(exc).__name__)
+                        span.end()
                 raise
-            for span, result in zip(spans, results, strict=True):
-                span.set_attribute("relance.send_result", result.kind)
-                span.end()
 
     async def _requests(self, events: list[Event[MessageRequested]]) -> None:
         if not events:

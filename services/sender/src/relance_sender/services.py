@@ -161,12 +161,17 @@ class SendMessage:
         return (await self.handle_many([request]))[0]
 
     async def handle_many(
-        self, requests: Sequence[SendRequest], *, slots: asyncio.Semaphore | None = None
+        self,
+        requests: Sequence[SendRequest],
+        *,
+        slots: asyncio.Semaphore | None = None,
+        on_result: Callable[[int, SendResult], None] | None = None,
     ) -> list[SendResult]:
         """`handle` for a batch: one claiming transaction for all of them (insert, checks,
         render, claim: a handful of statements whatever the size), then the deliveries run
         concurrently (at most `slots` at once) and each settles as soon as it is done.
-        Results are in the order of `requests`."""
+        Results are in the order of `requests`; `on_result(index, result)` hears each one
+        as soon as it is known (a span per message ends there)."""
         now = self._clock.now()
         effects = _Effects()
         results: list[SendResult | None] = [None] * len(requests)
@@ -218,14 +223,22 @@ class SendMessage:
                         outcome.message_id, "failed", outcome.state, outcome.last_error
                     )
         await self._committed(effects)
+        if on_result is not None:
+            for n, known in enumerate(results):
+                if known is not None:
+                    on_result(n, known)
 
-        async def deliver(prepared: _Prepared) -> SendResult:
+        async def deliver(n: int, prepared: _Prepared) -> SendResult:
             if slots is None:
-                return await self._deliver_and_settle(prepared)
-            async with slots:
-                return await self._deliver_and_settle(prepared)
+                result = await self._deliver_and_settle(prepared)
+            else:
+                async with slots:
+                    result = await self._deliver_and_settle(prepared)
+            if on_result is not None:
+                on_result(n, result)
+            return result
 
-        sent = await asyncio.gather(*(deliver(p) for _, p in prepared), return_exceptions=True)
+        sent = await asyncio.gather(*(deliver(n, p) for n, p in prepared), return_exceptions=True)
         for (n, _), result in zip(prepared, sent, strict=True):
             if isinstance(result, BaseException):
                 raise result  # after every send settled; the ledger makes a retry a no-op
@@ -234,7 +247,10 @@ class SendMessage:
             if results[n] is None:  # the same message twice in the batch: the first sends
                 first = results[firsts[request.message_id]]
                 assert first is not None
-                results[n] = SendResult(request.message_id, "busy", first.state)
+                again = SendResult(request.message_id, "busy", first.state)
+                results[n] = again
+                if on_result is not None:
+                    on_result(n, again)
         return [r for r in results if r is not None]
 
     async def run_due(self, *, limit: int = 100) -> list[SendResult]:

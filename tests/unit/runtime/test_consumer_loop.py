@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import asyncpg
 import pytest
 
+from relance_events import new_event
+from relance_events.payloads import EmailOpened
 from relance_events.topics import DEAD_LETTERS, EVENTS
 from relance_runtime.bus.memory import InMemoryBus
-from relance_runtime.bus.messages import TopicNames
+from relance_runtime.bus.messages import TopicNames, to_message
 from relance_runtime.bus.ports import OutgoingMessage, TopicPartition
 from relance_runtime.consumer import ConsumerLoop, Delivery, is_transient
 from relance_runtime.errors import BusUnavailable, PermanentError, TransientError
@@ -195,3 +198,37 @@ def test_in_memory_assignment_splits_and_covers_all_partitions() -> None:
     assert not a.assignment() & b.assignment()
     assert len(a.assignment() | b.assignment()) == EVENTS.partitions
     assert TopicPartition(NAMES.of(EVENTS), 0) in a.assignment() | b.assignment()
+
+
+async def test_unwanted_event_types_are_skipped_by_header_and_still_committed() -> None:
+    """A subscription's event types: others never reach the handler nor get decoded (their
+    bytes here are not even an event), a record without the header is decoded as always."""
+    bus = InMemoryBus(NAMES)
+    wanted = numbered_event("c", 1)
+    await bus.publish([wanted])
+    await bus.publish_raw(
+        [
+            OutgoingMessage(NAMES.of(EVENTS), b"k", b"not json", (("event-type", b"cart.x"),)),
+            OutgoingMessage(NAMES.of(EVENTS), b"k", b"\xff", (("event-type", b"order.x"),)),
+        ]
+    )
+    # Another type, without its header: decoded and handed over (the handler decides).
+    headerless = new_event(
+        EmailOpened(message_id="m-1"),
+        shop_id="shop",
+        contact_key="c",
+        source="test",
+        occurred_at=datetime.now(UTC),
+    )
+    message = to_message(headerless, NAMES)
+    await bus.publish_raw([OutgoingMessage(message.topic, message.key, message.value)])
+    seen: list[str] = []
+
+    async def handler(deliveries: Sequence[Delivery]) -> None:
+        seen.extend(str(d.event.event_id) for d in deliveries)
+
+    loop = make_loop(bus, handler, event_types=frozenset({wanted.type}))
+    await run_until(loop, lambda: committed(bus) == 4)
+    assert committed(bus) == 4
+    assert seen == [str(wanted.event_id), str(headerless.event_id)]
+    assert (loop.stats.skipped_unwanted, loop.stats.dead_lettered) == (2, 0)

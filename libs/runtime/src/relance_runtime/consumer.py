@@ -77,6 +77,7 @@ def is_transient(exc: BaseException) -> bool:
 class ConsumerStats:
     processed: int = 0
     skipped_unknown: int = 0
+    skipped_unwanted: int = 0
     dead_lettered: int = 0
     retries: int = 0
     rebalanced_commits: int = 0
@@ -104,6 +105,7 @@ class ConsumerLoop:
         max_attempts: int = 3,
         max_backoff_s: float = 30.0,
         skip_unknown: bool = True,
+        event_types: frozenset[str] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.group = group
@@ -117,6 +119,7 @@ class ConsumerLoop:
         self._max_attempts = max_attempts
         self._max_backoff_s = max_backoff_s
         self._skip_unknown = skip_unknown
+        self._wanted = {t.encode() for t in event_types} if event_types is not None else None
         self._sleep = sleep
         self._consumer: BusConsumer | None = None
         self._task: asyncio.Task[None] | None = None
@@ -191,6 +194,9 @@ class ConsumerLoop:
         deliveries: list[Delivery] = []
         poison: list[tuple[Record, str]] = []
         for record in records:
+            if self._wanted is not None and not self._wanted_type(record):
+                self.stats.skipped_unwanted += 1
+                continue
             try:
                 event = decode(record.value)
             except DecodeError as exc:
@@ -222,6 +228,15 @@ class ConsumerLoop:
                     await self._dead_letter([(delivery.record, single)])
         else:
             await self._dead_letter([(deliveries[0].record, failure)])
+
+    def _wanted_type(self, record: Record) -> bool:
+        """By the `event-type` header, before decoding; a record without one is decoded
+        (and its handler decides), so nothing is skipped on a guess."""
+        assert self._wanted is not None
+        for name, value in record.headers:
+            if name == "event-type":
+                return value in self._wanted
+        return True
 
     async def _attempt(self, deliveries: Sequence[Delivery], attempts: int | None) -> str | None:
         """Run the handler; transient errors retry forever, others up to the limit.

@@ -70,7 +70,12 @@ class Platform:
         await self.pool.close()
 
     def consumer_loop(
-        self, group: str, topics: Sequence[Topic], handler: BatchHandler
+        self,
+        group: str,
+        topics: Sequence[Topic],
+        handler: BatchHandler,
+        *,
+        event_types: frozenset[str] | None = None,
     ) -> ConsumerLoop:
         """A consumer loop wired to this process's bus, dead-letter topic and settings."""
         return ConsumerLoop(
@@ -81,11 +86,16 @@ class Platform:
             dead_letter_topic=self.names.of(DEAD_LETTERS),
             batch_size=self.settings.consumer_batch_size,
             drain_timeout_s=self.settings.drain_timeout_s,
+            event_types=event_types,
         )
 
     def consumers_for(self, service: ServiceName, handler: BatchHandler) -> list[ConsumerLoop]:
-        """One consumer loop per subscription of `service` (the registry's groups and topics)."""
-        return [self.consumer_loop(s.group, s.topics, handler) for s in SUBSCRIPTIONS[service]]
+        """One consumer loop per subscription of `service` (the registry's groups, topics
+        and event types)."""
+        return [
+            self.consumer_loop(s.group, s.topics, handler, event_types=s.event_types)
+            for s in SUBSCRIPTIONS[service]
+        ]
 
     async def ready(self) -> dict[str, bool]:
         try:

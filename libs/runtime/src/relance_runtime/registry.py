@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from relance_events import topics
+from relance_events.payloads import ConsentChanged, ContactIdentified, OrderCompleted
 
 ServiceName = Literal["ingest", "segmentation", "orchestrator", "sender", "feedback"]
 SERVICE_NAMES: Final[tuple[ServiceName, ...]] = (
@@ -21,6 +22,9 @@ SERVICE_NAMES: Final[tuple[ServiceName, ...]] = (
 class Subscription:
     group: str
     topics: tuple[topics.Topic, ...]
+    # Only these event types reach the handler; the others are skipped by their
+    # `event-type` header, undecoded (their offsets are committed all the same). None: all.
+    event_types: frozenset[str] | None = None
 
 
 SUBSCRIPTIONS: Final[dict[ServiceName, tuple[Subscription, ...]]] = {
@@ -36,7 +40,12 @@ SUBSCRIPTIONS: Final[dict[ServiceName, tuple[Subscription, ...]]] = {
     # message requests before the sender knows about it.
     "sender": (
         Subscription("sender", (topics.MESSAGE_REQUESTS,)),
-        Subscription("sender-consent", (topics.EVENTS,)),
+        Subscription("sender-consent", (topics.EVENTS,), frozenset({ConsentChanged.TYPE})),
     ),
-    "feedback": (Subscription("feedback", (topics.EVENTS,)),),
+    # Contact details and orders, for support alerts.
+    "feedback": (
+        Subscription(
+            "feedback", (topics.EVENTS,), frozenset({ContactIdentified.TYPE, OrderCompleted.TYPE})
+        ),
+    ),
 }

@@ -58,20 +58,53 @@ def cpu_seconds(pid: int) -> float:
 
 
 def cpu_snapshot(procs: Sequence[Proc]) -> dict[str, float]:
-    return {p.name: cpu_seconds(p.popen.pid) for p in procs if p.alive}
+    """Each service process's CPU seconds, plus what runs beside them: PostgreSQL (every
+    live `postgres` process), the Kafka broker (`java`), this bench process (load generator
+    and SMTP mailbox), and the whole machine's busy time (`machine`)."""
+    snapshot = {p.name: cpu_seconds(p.popen.pid) for p in procs if p.alive}
+    beside = {"postgresql": 0.0, "kafka broker": 0.0}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            comm = (entry / "comm").read_text().strip()
+            if comm in ("postgres", "java"):
+                role = "postgresql" if comm == "postgres" else "kafka broker"
+                beside[role] += cpu_seconds(int(entry.name))
+        except (OSError, ValueError):
+            continue  # gone meanwhile
+    snapshot.update(beside)
+    snapshot["bench (load + mailbox)"] = cpu_seconds(os.getpid())
+    busy = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    # user nice system idle iowait irq softirq steal: busy = all but idle and iowait.
+    snapshot["machine"] = (sum(int(x) for x in busy[:8]) - int(busy[3]) - int(busy[4])) / TICK
+    return snapshot
 
 
 def cpu_report(
     before: dict[str, float], after: dict[str, float], procs: Sequence[Proc], wall: float
 ) -> dict[str, Any]:
-    per_instance = {n: round((after[n] - before.get(n, 0.0)) / wall, 3) for n in after}
+    names = {p.name for p in procs}
+    per_instance = {
+        n: round((after[n] - before.get(n, 0.0)) / wall, 3) for n in after if n in names
+    }
     per_service: dict[str, float] = {}
     for proc in procs:
         if proc.name in per_instance:
             per_service[proc.service] = round(
                 per_service.get(proc.service, 0.0) + per_instance[proc.name], 3
             )
-    return {"cores_per_instance": per_instance, "cores_per_service": per_service}
+    beside = {
+        n: round((after[n] - before.get(n, 0.0)) / wall, 3)
+        for n in after
+        if n not in names and n != "machine"
+    }
+    return {
+        "cores_per_instance": per_instance,
+        "cores_per_service": per_service,
+        "cores_beside": beside,
+        "machine_busy_cores": round((after["machine"] - before["machine"]) / wall, 3),
+    }
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -335,6 +368,7 @@ async def main() -> None:
             "loadavg_before": load_before,
             "loadavg_after": os.getloadavg(),
         },
+        "kafka": args.kafka,
         "layout": dict(system.layout),
         "startup_s": round(startup, 1),
         "throughput": tput,

@@ -67,3 +67,34 @@ def test_the_file_exporter_appends_one_json_line_per_span(tmp_path: object) -> N
     assert [s["name"] for s in spans] == ["inner", "outer"]
     assert spans[0]["parent_id"] == spans[1]["span_id"]
     assert {s["trace_id"] for s in spans} == {format(outer.get_span_context().trace_id, "032x")}
+
+
+def test_without_an_exporter_nothing_records_and_the_callers_trace_goes_on() -> None:
+    """`none` installs no SDK provider (in a fresh interpreter: the global provider can
+    be set once per process): handling spans record nothing, and what a handler produces
+    carries the trace of the event it handled."""
+    import subprocess
+    import sys
+
+    script = """
+from datetime import UTC, datetime
+from opentelemetry import trace
+from relance_events import new_event, TraceContext
+from relance_events.payloads import EmailOpened
+from relance_runtime.telemetry import configure_tracing, current_trace_context, event_span
+
+assert configure_tracing("relance-test", "none") is None
+parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+event = new_event(EmailOpened(message_id="m"), shop_id="s", contact_key="c", source="t",
+                  occurred_at=datetime.now(UTC), trace=TraceContext(traceparent=parent))
+with event_span("consumer.handle", event) as span:
+    assert not span.is_recording()
+    produced = current_trace_context()
+assert produced is not None and produced.traceparent == parent, produced
+print("ok")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"

@@ -1,5 +1,5 @@
-"""The outbox relay on real PostgreSQL: NOTIFY wakes it, not a timer, and of several relays
-one publishes each row once."""
+"""The outbox relay on real PostgreSQL: NOTIFY wakes it, not a timer; of several relays one
+leads and publishes each row once; when the leader goes, another takes over."""
 
 from __future__ import annotations
 
@@ -84,7 +84,30 @@ async def test_of_several_relays_one_publishes_each_row_once(pool: asyncpg.Pool)
         deadline = asyncio.get_running_loop().time() + 20
         while len(captured.values) < 200 and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.05)
+        assert sum(relay.leading for relay in relays) == 1
     finally:
         for relay in relays:
             await relay.stop()
     assert sorted(captured.values) == sorted(to_message(e, TopicNames("")).value for e in events)
+
+
+async def test_a_standby_takes_over_when_the_leader_stops(pool: asyncpg.Pool) -> None:
+    outbox = TableOutbox(lambda e: to_message(e, TopicNames("")))
+    first, second = Captured(), Captured()
+    leader = OutboxRelay(pool, first, quiet_s=600, standby_s=0.2)
+    await leader.start()
+    await asyncio.sleep(0.2)
+    standby = OutboxRelay(pool, second, quiet_s=600, standby_s=0.2)
+    await standby.start()
+    try:
+        await stage(pool, outbox, [opened(1)])
+        await asyncio.wait_for(first.arrived.wait(), timeout=5)
+        assert (leader.leading, standby.leading) == (True, False)
+        await leader.stop()
+        # Staged while nobody leads: the new leader looks as soon as it takes over.
+        await stage(pool, outbox, [opened(2)])
+        await asyncio.wait_for(second.arrived.wait(), timeout=5)
+        assert standby.leading
+    finally:
+        await standby.stop()
+    assert len(first.values) == 1 and len(second.values) == 1

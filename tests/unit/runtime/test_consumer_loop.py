@@ -38,7 +38,7 @@ def make_loop(bus: InMemoryBus, handler: object, **kwargs: object) -> ConsumerLo
         dead_letter_topic=NAMES.of(DEAD_LETTERS),
         poll_timeout_s=0.01,
         sleep=fake_sleep,
-        **kwargs,  # type: ignore[arg-type]
+        **{"commit_interval_s": 0.0, **kwargs},  # type: ignore[arg-type]
     )
 
 
@@ -232,3 +232,76 @@ async def test_unwanted_event_types_are_skipped_by_header_and_still_committed() 
     assert committed(bus) == 4
     assert seen == [str(wanted.event_id), str(headerless.event_id)]
     assert (loop.stats.skipped_unwanted, loop.stats.dead_lettered) == (2, 0)
+
+
+class Ticks:
+    """A monotonic clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_offsets_are_committed_at_most_every_interval_and_on_stop() -> None:
+    bus = InMemoryBus(NAMES)
+    ticks = Ticks()
+    handled: list[int] = []
+
+    async def handler(deliveries: Sequence[Delivery]) -> None:
+        assert committed(bus) <= len(handled), "offsets moved before the effect was durable"
+        handled.extend(range(len(deliveries)))
+
+    loop = make_loop(bus, handler, commit_interval_s=1.0, monotonic=ticks, batch_size=5)
+    await loop.start()
+    await bus.publish([numbered_event("c", i) for i in range(20)])
+    for _ in range(2000):
+        if len(handled) == 20:
+            break
+        await asyncio.sleep(0.001)
+    assert len(handled) == 20
+    assert committed(bus) == 0  # four batches handled, the interval has not passed
+    ticks.now = 1.0
+    for _ in range(2000):  # the next (idle) poll commits all four at once
+        if committed(bus) == 20:
+            break
+        await asyncio.sleep(0.001)
+    assert committed(bus) == 20
+    await bus.publish([numbered_event("c", i) for i in range(20, 23)])
+    for _ in range(2000):
+        if len(handled) == 23:
+            break
+        await asyncio.sleep(0.001)
+    assert committed(bus) == 20
+    await loop.stop()  # what was handled is committed before leaving the group
+    assert committed(bus) == 23
+
+
+async def test_a_failed_commit_is_retried_with_the_next_one() -> None:
+    bus = InMemoryBus(NAMES)
+    loop = make_loop(bus, lambda deliveries: asyncio.sleep(0))
+    await loop.start()
+    consumer = None
+    for _ in range(2000):
+        consumer = loop._consumer
+        if consumer is not None:
+            break
+        await asyncio.sleep(0.001)
+    assert consumer is not None
+    real_commit = consumer.commit
+    failures = [TransientError("broker away")]
+
+    async def flaky(offsets: object) -> None:
+        if failures:
+            raise failures.pop()
+        await real_commit(offsets)  # type: ignore[arg-type]
+
+    consumer.commit = flaky  # type: ignore[method-assign]
+    await bus.publish([numbered_event("c", i) for i in range(4)])
+    for _ in range(2000):
+        if committed(bus) == 4:
+            break
+        await asyncio.sleep(0.001)
+    await loop.stop()
+    assert committed(bus) == 4 and not failures

@@ -18,7 +18,7 @@ import orjson
 from pydantic import ValidationError
 
 from relance_events.errors import DecodeError, UnsupportedSchemaVersion
-from relance_events.event import Event
+from relance_events.event import Event, event_model
 from relance_events.payloads import Payload, UnknownPayload, payload_class
 
 CONTENT_TYPE = "application/vnd.relance.event+json"
@@ -46,7 +46,8 @@ def decode(raw: bytes) -> Event[Payload]:
             f"{type_name} schema_version {version} is newer than {cls.SCHEMA_VERSION}"
         )
     try:
-        return Event[cls].model_validate(data)  # type: ignore[valid-type]
+        event: Event[Payload] = event_model(cls).model_validate(data)
+        return event
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])

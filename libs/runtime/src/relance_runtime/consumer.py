@@ -1,6 +1,10 @@
 """The consumer loop every service runs: poll, decode, handle, commit.
 
-- Offsets are committed only after the handler returned, i.e. after its effect is durable.
+- Offsets are committed only after the handler returned, i.e. after its effect is durable,
+  and at most every `commit_interval_s` (plus on stop): a commit per batch cost the broker
+  and each consumer more than small batches' work. A crash redelivers what was handled but
+  not yet committed; every handler is idempotent (inbox, send ledger), so that is only
+  work done again.
 - Transient failures (bus or database away) are retried with capped exponential backoff,
   forever: the loop never skips an event because a dependency was down.
 - A message that cannot be decoded, or whose handling fails permanently (a `PermanentError`,
@@ -18,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -106,7 +111,9 @@ class ConsumerLoop:
         max_backoff_s: float = 30.0,
         skip_unknown: bool = True,
         event_types: frozenset[str] | None = None,
+        commit_interval_s: float = 1.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.group = group
         self._bus = bus
@@ -121,6 +128,10 @@ class ConsumerLoop:
         self._skip_unknown = skip_unknown
         self._wanted = {t.encode() for t in event_types} if event_types is not None else None
         self._sleep = sleep
+        self._monotonic = monotonic
+        self._commit_interval_s = commit_interval_s
+        self._uncommitted: dict[TopicPartition, int] = {}
+        self._committed_at = monotonic()
         self._consumer: BusConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
@@ -155,6 +166,16 @@ class ConsumerLoop:
     async def _run(self) -> None:
         self._consumer = await self._start_consumer()
         log.info("consumer started", extra={"group": self.group, "topics": self._topics})
+        try:
+            await self._consume()
+        finally:
+            # What is done is committed before the group is left (stop, abandon, crash of
+            # the loop); bounded, as a bus that is away must not hold the shutdown.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._commit_done(), timeout=5)
+
+    async def _consume(self) -> None:
+        assert self._consumer is not None
         backoff = 0.1
         while not self._stopping.is_set():
             try:
@@ -168,13 +189,15 @@ class ConsumerLoop:
                 backoff = min(backoff * 2, self._max_backoff_s)
                 continue
             backoff = 0.1
-            if not records:
-                continue
-            try:
-                await self._process(records)
-            except _Abandoned:
-                return
-            await self._commit(records)
+            if records:
+                try:
+                    await self._process(records)
+                except _Abandoned:
+                    return
+                for tp, offset in offsets_of(records).items():
+                    self._uncommitted[tp] = max(self._uncommitted.get(tp, 0), offset)
+            if self._monotonic() - self._committed_at >= self._commit_interval_s:
+                await self._commit_done()
 
     async def _start_consumer(self) -> BusConsumer:
         backoff = 0.2
@@ -314,18 +337,26 @@ class ConsumerLoop:
                 },
             )
 
-    async def _commit(self, records: Sequence[Record]) -> None:
-        assert self._consumer is not None
+    async def _commit_done(self) -> None:
+        """Commit the offsets of every batch handled since the last commit."""
+        self._committed_at = self._monotonic()
+        if not self._uncommitted or self._consumer is None:
+            return
+        offsets, self._uncommitted = self._uncommitted, {}
         try:
-            await self._consumer.commit(offsets_of(records))
+            await self._consumer.commit(offsets)
         except RebalancedAway as exc:
-            # Another member owns these partitions now and will redeliver; inboxes dedupe.
+            # Another member owns (some of) these partitions now and will redeliver from
+            # its last commit; inboxes dedupe. A later commit of a partition we still own
+            # supersedes this one.
             self.stats.rebalanced_commits += 1
             log.warning(
                 "commit after rebalance ignored", extra={"group": self.group, "error": str(exc)}
             )
         except TransientError as exc:
-            log.warning("commit failed; records will be redelivered", extra={"error": str(exc)})
+            for tp, offset in offsets.items():  # tried again with the next commit
+                self._uncommitted[tp] = max(self._uncommitted.get(tp, 0), offset)
+            log.warning("commit failed; will retry", extra={"error": str(exc)})
 
     def _progress(self, n: int) -> None:
         self.stats.processed += n

@@ -87,6 +87,7 @@ class Platform:
             batch_size=self.settings.consumer_batch_size,
             drain_timeout_s=self.settings.drain_timeout_s,
             event_types=event_types,
+            commit_interval_s=self.settings.consumer_commit_interval_s,
         )
 
     def consumers_for(self, service: ServiceName, handler: BatchHandler) -> list[ConsumerLoop]:

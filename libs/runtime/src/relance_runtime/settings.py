@@ -73,6 +73,15 @@ class CommonSettings(BaseSettings):
     drain_timeout_s: float = Field(
         default=10.0, description="On SIGTERM, how long an in-flight batch may take."
     )
+    consumer_commit_interval_s: float = Field(
+        default=1.0,
+        ge=0,
+        le=60,
+        description=(
+            "Consumers commit their offsets at most this often (and on stop); 0: after every"
+            " batch. After a crash, up to this much handled work is redelivered (and deduped)."
+        ),
+    )
 
     def database_dir(self) -> Path:
         return self.data_dir / "pgdata"

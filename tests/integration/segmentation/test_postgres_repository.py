@@ -25,12 +25,7 @@ from relance_events.payloads import (
     RfmSegmentChanged,
 )
 from relance_segmentation.adapters.online_retail import LoadReport, read_invoices
-from relance_segmentation.adapters.postgres import (
-    OrderLine,
-    RefundLine,
-    SegmentationRepository,
-    SegmentChange,
-)
+from relance_segmentation.adapters.postgres import SegmentationRepository
 from relance_segmentation.domain.lifecycle import (
     Cutoffs,
     LifecycleConfig,
@@ -39,6 +34,7 @@ from relance_segmentation.domain.lifecycle import (
 )
 from relance_segmentation.domain.rfm import RfmValues, boundaries, recency_days, score_all
 from relance_segmentation.domain.segments import segment_of
+from relance_segmentation.ports import OrderLine, RefundLine, SegmentChange
 from relance_segmentation.rfm_file import default_as_of, rfm_rows
 
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)

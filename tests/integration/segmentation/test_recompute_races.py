@@ -23,12 +23,9 @@ from relance_events.payloads import (
     OrderCompleted,
     Payload,
 )
-from relance_segmentation.adapters.postgres import (
-    OrderLine,
-    SegmentationRepository,
-    SegmentChange,
-)
+from relance_segmentation.adapters.postgres import SegmentationRepository
 from relance_segmentation.domain.lifecycle import LifecycleConfig
+from relance_segmentation.ports import OrderLine, SegmentChange
 
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 SHOP = "s1"

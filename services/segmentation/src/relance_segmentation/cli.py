@@ -23,14 +23,9 @@ from relance_runtime.outbox import Outbox, TableOutbox
 from relance_runtime.platform import LogOutbox, resolve_dsn
 from relance_runtime.settings import CommonSettings
 from relance_segmentation.adapters.online_retail import Invoice, LoadReport, read_invoices
-from relance_segmentation.adapters.postgres import (
-    ImportResult,
-    OrderLine,
-    RecomputeResult,
-    RefundLine,
-    SegmentationRepository,
-)
+from relance_segmentation.adapters.postgres import SegmentationRepository
 from relance_segmentation.errors import SegmentationError
+from relance_segmentation.ports import ImportResult, OrderLine, RecomputeResult, RefundLine
 from relance_segmentation.rfm_file import default_as_of, rfm_rows, write_csv
 from relance_segmentation.services import SegmentationService
 from relance_segmentation.settings import SegmentationSettings

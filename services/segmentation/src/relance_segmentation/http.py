@@ -7,7 +7,6 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-import asyncpg
 from fastapi import APIRouter, Depends, Path
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
@@ -21,14 +20,14 @@ from relance_events.payloads import (
 )
 from relance_runtime.auth import KeyStore, require_key
 from relance_runtime.clock import Clock
-from relance_segmentation.adapters.postgres import ContactView, SegmentationRepository
 from relance_segmentation.domain.rfm import recency_days
+from relance_segmentation.ports import ConnectionPool, ContactView, SegmentationReads
 
 
 @dataclass(frozen=True)
 class HttpDeps:
-    pool: asyncpg.Pool
-    repo: SegmentationRepository
+    pool: ConnectionPool
+    repo: SegmentationReads
     keys: KeyStore
     clock: Clock
 

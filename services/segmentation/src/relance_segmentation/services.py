@@ -22,19 +22,11 @@ from relance_runtime.consumer import Delivery
 from relance_runtime.inbox import claim_new
 from relance_runtime.outbox import Outbox
 from relance_runtime.telemetry import current_trace_context, event_span
-from relance_segmentation.adapters.postgres import (
-    Connection,
-    RecomputeResult,
-    SegmentationRepository,
-)
+from relance_segmentation.ports import ConnectionPool, RecomputeResult, SegmentationStore
 
 log = logging.getLogger(__name__)
 
 CONSUMER = "segmentation"
-
-
-def _recompute_lock(shop_id: str) -> str:
-    return f"segmentation:recompute:{shop_id}"
 
 
 @dataclass(frozen=True)
@@ -49,8 +41,8 @@ class SegmentationService:
 
     def __init__(
         self,
-        repo: SegmentationRepository,
-        pool: asyncpg.Pool,
+        repo: SegmentationStore,
+        pool: ConnectionPool,
         outbox: Outbox,
         clock: Clock,
         *,
@@ -91,21 +83,13 @@ class SegmentationService:
                     buying.add(event.shop_id)
             await self._outbox.add(conn, produced)
             if buying - self._scored_shops:
-                unscored = await self._unscored(conn, buying - self._scored_shops)
+                scored = await self._repo.shops_with_customers(conn, buying - self._scored_shops)
+                self._scored_shops |= scored
+                unscored = buying - self._scored_shops
         if unscored:
             # A shop without boundaries cannot give RFM segments: score it now, not tomorrow.
             self._urgent |= unscored
             self._wake.set()
-
-    async def _unscored(self, conn: Connection, shops: set[str]) -> set[str]:
-        rows = await conn.fetch(
-            "select shop_id from segmentation_shop_stats"
-            " where shop_id = any($1::text[]) and customers > 0",
-            sorted(shops),
-        )
-        scored = {r["shop_id"] for r in rows}
-        self._scored_shops |= scored
-        return shops - scored
 
     # --- scheduled recompute -----------------------------------------------------------
 
@@ -139,18 +123,12 @@ class SegmentationService:
             self._pool.acquire() as side,
             conn.transaction(),
         ):
-            if force:
-                await conn.execute(
-                    "select pg_advisory_xact_lock(hashtext($1))", _recompute_lock(shop_id)
-                )
-            else:
-                locked = await conn.fetchval(
-                    "select pg_try_advisory_xact_lock(hashtext($1))", _recompute_lock(shop_id)
-                )
-                if not locked:
-                    return None
-                if not self._due(shop_id, await self._repo.last_recompute(conn, shop_id), now):
-                    return None
+            if not await self._repo.lock_recompute(conn, shop_id, wait=force):
+                return None
+            if not force and not self._due(
+                shop_id, await self._repo.last_recompute(conn, shop_id), now
+            ):
+                return None
             result = await self._repo.recompute(conn, shop_id, now, side=side)
             trace = current_trace_context()
             async for chunk in self._repo.recompute_changes(conn, shop_id, now):

@@ -12,30 +12,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Collection, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, cast
 
 import asyncpg
-from asyncpg.pool import PoolConnectionProxy
 
-from relance_events.envelope import TraceContext, deterministic_id
-from relance_events.event import Event, new_event
+from relance_events.event import Event
 from relance_events.payloads import (
     ContactTraits,
     LifecycleStage,
-    LifecycleStageChanged,
     LoyaltyTier,
-    LoyaltyTierChanged,
     OrderCompleted,
     OrderRefunded,
     Payload,
     RfmSegment,
-    RfmSegmentChanged,
 )
+from relance_runtime.db import Connection
 from relance_segmentation.domain.aggregates import (
     RELEVANT_TYPES,
     ContactAggregate,
@@ -54,78 +50,21 @@ from relance_segmentation.domain.rfm import (
     worse_needed,
 )
 from relance_segmentation.domain.segments import segment_grid
-
-Connection = asyncpg.Connection | PoolConnectionProxy
+from relance_segmentation.ports import (
+    ContactView,
+    ImportResult,
+    OrderLine,
+    RecomputeResult,
+    RefundLine,
+    SegmentChange,
+    SegmentPayload,
+    ShopSummary,
+)
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
-SOURCE = "segmentation"
-
-SegmentPayload = LifecycleStageChanged | LoyaltyTierChanged | RfmSegmentChanged
 # How far past a quintile position the monetary sort is read to step over a tie.
 _LOOK_AHEAD = 100
 MonetaryBounds = tuple[Decimal | None, Decimal | None, Decimal | None, Decimal | None]
-
-
-@dataclass(frozen=True)
-class OrderLine:
-    """One order for the bulk import."""
-
-    order_id: str
-    contact_key: str
-    ordered_at: datetime
-    total: Decimal
-
-
-@dataclass(frozen=True)
-class RefundLine:
-    refund_id: str
-    contact_key: str
-    refunded_at: datetime
-    amount: Decimal
-    order_id: str | None = None
-
-
-@dataclass(frozen=True)
-class SegmentChange:
-    """One change of stage, tier or RFM segment. `cause` names what made it (an event id
-    or a recompute instant), so its event id is the same however often it is rebuilt."""
-
-    shop_id: str
-    contact_key: str
-    payload: SegmentPayload
-    cause: str
-
-    def event(self, trace: TraceContext | None = None) -> Event[Payload]:
-        return new_event(
-            self.payload,
-            shop_id=self.shop_id,
-            contact_key=self.contact_key,
-            source=SOURCE,
-            occurred_at=self.payload.as_of,
-            event_id=deterministic_id(
-                SOURCE, self.shop_id, self.contact_key, self.payload.TYPE, self.cause
-            ),
-            trace=trace,
-        )
-
-
-@dataclass(frozen=True)
-class ImportResult:
-    orders_inserted: int
-    refunds_inserted: int
-    contacts_updated: int
-
-
-@dataclass(frozen=True)
-class RecomputeResult:
-    """`changes_recorded` events wait in this transaction's staging table
-    (`recompute_changes` reads them)."""
-
-    contacts: int
-    customers: int
-    profiles_written: int
-    changes_recorded: int
-    average_basket: Decimal | None
 
 
 @dataclass(frozen=True)
@@ -140,26 +79,6 @@ class ScoredContact:
     f: int
     m: int
     segment: RfmSegment
-
-
-@dataclass(frozen=True)
-class ContactView:
-    """What `GET /v1/contacts/{user_id}` shows."""
-
-    aggregate: ContactAggregate
-    profile: ContactProfile | None
-
-
-@dataclass(frozen=True)
-class ShopSummary:
-    """What `GET /v1/segments/summary` shows."""
-
-    per_stage: dict[str, int]
-    per_tier: dict[str, int]
-    per_segment: dict[str, int]
-    average_basket: Decimal | None
-    as_of: datetime | None
-    boundaries: RfmBoundaries | None = field(default=None)
 
 
 _CONTACT_COLUMNS = """
@@ -565,6 +484,10 @@ class _Locked:
     profile: ContactProfile | None
     profiled_at: datetime | None
     bounds: RfmBoundaries | None
+
+
+def _recompute_lock(shop_id: str) -> str:
+    return f"segmentation:recompute:{shop_id}"
 
 
 def _status_count(status: str) -> int:
@@ -991,6 +914,26 @@ class SegmentationRepository:
             "select as_of from segmentation_shop_stats where shop_id = $1", shop_id
         )
         return at
+
+    async def shops_with_customers(self, conn: Connection, shops: Collection[str]) -> set[str]:
+        rows = await conn.fetch(
+            "select shop_id from segmentation_shop_stats"
+            " where shop_id = any($1::text[]) and customers > 0",
+            sorted(shops),
+        )
+        return {r["shop_id"] for r in rows}
+
+    async def lock_recompute(self, conn: Connection, shop_id: str, *, wait: bool) -> bool:
+        """A transaction-level advisory lock on the shop."""
+        if wait:
+            await conn.execute(
+                "select pg_advisory_xact_lock(hashtext($1))", _recompute_lock(shop_id)
+            )
+            return True
+        locked: bool = await conn.fetchval(
+            "select pg_try_advisory_xact_lock(hashtext($1))", _recompute_lock(shop_id)
+        )
+        return locked
 
     # --- reads -------------------------------------------------------------------------
 

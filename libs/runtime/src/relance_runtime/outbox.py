@@ -34,10 +34,13 @@ class Outbox(Protocol):
 
 
 class TableOutbox:
-    """Stages messages in `runtime_outbox`; `OutboxRelay` ships them."""
+    """Stages messages in `runtime_outbox`; `OutboxRelay` ships them. The NOTIFY that
+    follows carries `relay_token`, so the relay of the process that staged the rows is the
+    one that wakes (see `OutboxRelay`)."""
 
-    def __init__(self, to_message: Any) -> None:
+    def __init__(self, to_message: Any, *, relay_token: str = "") -> None:
         self._to_message = to_message
+        self._relay_token = relay_token
 
     async def add(self, conn: Connection, events: Sequence[Event[Any]]) -> None:
         if not events:
@@ -57,54 +60,50 @@ class TableOutbox:
                 for m in messages
             ],
         )
-        await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
+        await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, self._relay_token)
 
 
 class OutboxRelay:
     """Publishes staged messages in insertion order, one relay at a time per database.
 
-    Every process runs one, but only the leader works: it holds a session advisory lock on
-    its listener connection and wakes on NOTIFY. The others stand by and try for the lock
-    every `standby_s`, so when the leader's process dies (its connection, and the lock, go
-    with it) another takes over within that time. Before, every relay woke on every
-    NOTIFY and all but one found the work taken: with eight processes, seven idle
-    transactions per outbox write. Each batch still takes a transaction-level lock, so two
-    relays that both believe they lead (a listener connection lost and re-made) still
-    publish one at a time.
+    Every process runs one. A relay wakes for the NOTIFY of rows its own process staged
+    (the payload is its `token`; an empty payload wakes every relay), so a write costs one
+    relay transaction, not one per process, and the rows leave from the process that just
+    wrote them. A transaction-level lock lets one relay publish at a time, taking every
+    row in id order whoever staged it. A relay that missed the lock looks again after
+    `idle_s` (the holder may have looked just before our rows committed); an idle one
+    looks every `quiet_s` anyway, which also ships rows of a process that died before
+    relaying them.
     """
 
     _RELAY_LOCK = 0x4F5554424F58  # "OUTBOX"
-    _LEADER_LOCK = 0x4F5554424F4C  # "OUTBOL"
 
     def __init__(
         self,
         pool: asyncpg.Pool,
         publisher: Publisher,
         *,
+        token: str = "",
         batch_size: int = 1000,
         idle_s: float = 0.05,
         quiet_s: float = 1.0,
-        standby_s: float = 2.0,
     ) -> None:
         self._pool = pool
         self._publisher = publisher
+        self._token = token
         self._batch_size = batch_size
-        # A leader that missed the batch lock (another relay took over meanwhile) looks
-        # again soon; one that found the outbox empty waits for a NOTIFY, the timeout only
-        # covering a lost one.
         self._idle_s = idle_s
         self._quiet_s = quiet_s
-        self._standby_s = standby_s
         self._lock_missed = False
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._listener: PoolConnectionProxy | None = None
-        self.leading = False
         self.healthy = True
 
     async def start(self) -> None:
         self._listener = await self._pool.acquire()
+        await self._listener.add_listener(NOTIFY_CHANNEL, self._on_notify)
         self._task = asyncio.create_task(self._run(), name="outbox-relay")
 
     async def stop(self) -> None:
@@ -113,34 +112,14 @@ class OutboxRelay:
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait_for(self._task, timeout=15)
-        await self._drop_listener()
-
-    async def _drop_listener(self) -> None:
-        listener, self._listener = self._listener, None
-        if listener is None:
-            return
-        if self.leading:
+        if self._listener is not None:
             with contextlib.suppress(Exception):
-                await listener.remove_listener(NOTIFY_CHANNEL, self._on_notify)
-                await listener.execute("SELECT pg_advisory_unlock($1)", self._LEADER_LOCK)
-        self.leading = False
-        with contextlib.suppress(Exception):
-            await self._pool.release(listener)
+                await self._listener.remove_listener(NOTIFY_CHANNEL, self._on_notify)
+            await self._pool.release(self._listener)
 
-    async def _lead(self) -> bool:
-        """Whether this relay leads, trying for the lock if it does not yet."""
-        if self.leading:
-            return True
-        if self._listener is None:
-            self._listener = await self._pool.acquire()
-        if await self._listener.fetchval("SELECT pg_try_advisory_lock($1)", self._LEADER_LOCK):
-            await self._listener.add_listener(NOTIFY_CHANNEL, self._on_notify)
-            self.leading = True
-            self._wake.set()  # rows may have been staged while nobody led
-        return self.leading
-
-    def _on_notify(self, *_: object) -> None:
-        self._wake.set()
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
+        if not payload or payload == self._token:
+            self._wake.set()
 
     async def relay_once(self) -> int:
         """Publish one batch; return how many messages left the outbox."""
@@ -175,28 +154,21 @@ class OutboxRelay:
     async def _run(self) -> None:
         backoff = 0.1
         while not self._stopping.is_set():
+            # Cleared before looking, not after: a NOTIFY for rows committed while we
+            # looked keeps the event set, and the wait below returns at once.
+            self._wake.clear()
             try:
-                if not await self._lead():
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._stopping.wait(), timeout=self._standby_s)
-                    continue
-                # Cleared before looking, not after: a NOTIFY for rows committed while we
-                # looked keeps the event set, and the wait below returns at once.
-                self._wake.clear()
                 moved = await self.relay_once()
                 self.healthy = True
                 backoff = 0.1
-            except (BusUnavailable, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except (BusUnavailable, OSError, asyncpg.PostgresError) as exc:
                 self.healthy = False
                 log.warning("outbox relay failed, retrying", extra={"error": str(exc)})
-                if isinstance(exc, asyncpg.InterfaceError | OSError):
-                    await self._drop_listener()  # its connection may be the broken one
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
             if moved == 0:
                 with contextlib.suppress(TimeoutError):
-                    # NOTIFY wakes us at once; the timeout covers a lost notification.
                     await asyncio.wait_for(
                         self._wake.wait(),
                         timeout=self._idle_s if self._lock_missed else self._quiet_s,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -144,8 +146,10 @@ async def start_platform(settings: CommonSettings, *, client_id: str) -> Platfor
             log.warning("Kafka unavailable at start", extra={"error": str(exc)})
             background.append(asyncio.create_task(_ensure_topics_later(kafka)))
         bus = kafka
-        outbox = TableOutbox(lambda event: to_message(event, names))
-        relay = OutboxRelay(pool, kafka)
+        # This process's relay ships what this process stages (NOTIFY payload).
+        token = f"{client_id}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        outbox = TableOutbox(lambda event: to_message(event, names), relay_token=token)
+        relay = OutboxRelay(pool, kafka, token=token)
         await relay.start()
     else:
         log_bus = PostgresLogBus(pool, dsn, names=names)

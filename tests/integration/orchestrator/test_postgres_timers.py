@@ -256,6 +256,7 @@ def _story() -> list[Event[Any]]:
         ev(cart, "anon:v1", 7),  # follows the merge to cid
         ev(OrderCompleted(order_id="o3", total=Decimal(35)), "ann", 8),
         ev(denied, "bob", 9),
+        ev(OrderCompleted(order_id="o1", total=Decimal(90)), "ann", 10),  # a replay: no change
     ]
 
 
@@ -319,3 +320,30 @@ async def test_a_batch_leaves_exactly_what_one_event_at_a_time_leaves(db: str) -
     assert one_by_one["states"]["anon:v1"]["merged_into"] == "cid"
     assert any(t[0] == "cid" and t[1].startswith("abandoned_cart/") for t in batched["timers"])
     assert len(batched["requested"]) >= 3  # welcome for ann and bob, and cid's signup welcome
+
+
+async def test_an_event_that_changes_nothing_does_not_rewrite_the_state(db: str) -> None:
+    orch = _orchestrator(TableOutbox())
+    await _handle(db, orch, _order("c1", "o1", T0), T0)
+    conn = await asyncpg.connect(db)
+    try:
+        before = await conn.fetchrow(
+            "SELECT version, state::text FROM orchestrator_contacts WHERE contact_key = 'c1'"
+        )
+        async with conn.transaction():  # the same order again, in a batch, then alone
+            await orch.handle_events(conn, [_order("c1", "o1", T0)], T0 + D)
+        await _handle(db, orch, _order("c1", "o1", T0), T0 + D)
+        after = await conn.fetchrow(
+            "SELECT version, state::text FROM orchestrator_contacts WHERE contact_key = 'c1'"
+        )
+        assert tuple(after) == tuple(before)
+        async with conn.transaction():  # a new order is written as before
+            await orch.handle_events(conn, [_order("c1", "o2", T0 + D)], T0 + D)
+        assert (
+            await conn.fetchval(
+                "SELECT version FROM orchestrator_contacts WHERE contact_key = 'c1'"
+            )
+            == before["version"] + 1
+        )
+    finally:
+        await conn.close()

@@ -85,18 +85,23 @@ class PostgresContactStore:
         out = {(r[0], r[1]): ContactState.model_validate_json(r[2]) for r in rows}
         missing = [c for c in contacts if c not in out]
         if missing:
-            fresh = [ContactState.new(s, c) for s, c in missing]
-            await conn.execute(
+            fresh = {(s, c): ContactState.new(s, c) for s, c in missing}
+            inserted = await conn.fetch(
                 """INSERT INTO orchestrator_contacts (shop_id, contact_key, state)
                    SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[])
-                   ON CONFLICT DO NOTHING""",
+                   ON CONFLICT DO NOTHING RETURNING shop_id, contact_key""",
                 [s for s, _ in missing],
                 [c for _, c in missing],
-                [f.model_dump_json() for f in fresh],
+                [f.model_dump_json() for f in fresh.values()],
             )
-            # a concurrent writer may have created some first: read back what is there
-            rows = await conn.fetch(lock, [s for s, _ in missing], [c for _, c in missing])
-            out.update({(r[0], r[1]): ContactState.model_validate_json(r[2]) for r in rows})
+            # Ours (inserted in this transaction, so locked): the state we just wrote.
+            for r in inserted:
+                out[(r[0], r[1])] = fresh[(r[0], r[1])]
+            # A concurrent writer created the others first: read back what is there.
+            raced = [c for c in missing if c not in out]
+            if raced:
+                rows = await conn.fetch(lock, [s for s, _ in raced], [c for _, c in raced])
+                out.update({(r[0], r[1]): ContactState.model_validate_json(r[2]) for r in rows})
         return out
 
     async def try_lock_many(

@@ -7,6 +7,7 @@ raise leaves the caller's state as it was.
 from __future__ import annotations
 
 from datetime import datetime
+from functools import cache
 from typing import Final, Literal
 
 from pydantic import Field
@@ -126,8 +127,15 @@ class ContactState(Frozen):
 
     @classmethod
     def new(cls, shop_id: str, contact_key: str) -> ContactState:
-        return cls(
-            shop_id=shop_id, contact_key=contact_key, facts=ContactFacts(contact_key=contact_key)
+        # A copy of one validated blank state: a first event for a contact is common (every
+        # new visitor), and validating the nested defaults again cost more than the event.
+        blank = _blank_state()
+        return blank.evolve(
+            {
+                "shop_id": shop_id,
+                "contact_key": contact_key,
+                "facts": blank.facts.evolve({"contact_key": contact_key}),
+            }
         )
 
     def plan_state(self, plan: str) -> PlanState:
@@ -142,6 +150,11 @@ class ContactState(Frozen):
                 if at is not None:
                     out[wakeup_key(instance.plan, instance.key)] = at
         return out
+
+
+@cache
+def _blank_state() -> ContactState:
+    return ContactState(shop_id="", contact_key="", facts=ContactFacts(contact_key=""))
 
 
 def wakeup_key(plan: str, instance_key: str) -> str:

@@ -444,3 +444,24 @@ async def test_each_result_is_heard_once_as_soon_as_it_is_known(world: World) ->
     assert heard[0] == (2, "failed")
     assert sorted(heard) == [(0, "sent"), (1, "busy"), (2, "failed"), (3, "sent")]
     assert [r.kind for r in results] == ["sent", "busy", "failed", "sent"]
+
+
+async def test_a_bus_failure_in_a_batch_strands_no_claim(world: World) -> None:
+    """A batch whose redelivered message must republish its status while the bus is down:
+    the new messages claimed in the same transaction are still delivered and settled, and
+    the failure is raised after (the consumer retries; the ledger makes that a no-op)."""
+    await world.send.handle(make_request(message_id="m-done"))
+    world.bus.down = True
+    batch = [
+        make_request(message_id="m-done"),
+        make_request(message_id="m-new", contact_key="u-new"),
+    ]
+    with pytest.raises(BusUnavailable):
+        await world.send.handle_many(batch)
+    new_row = world.store.row("m-new")
+    assert new_row is not None and new_row.state == "sent"
+    assert [e.message_id for e in world.email.sent] == ["m-done", "m-new"]
+    world.bus.down = False
+    again = await world.send.handle_many(batch)
+    assert [r.kind for r in again] == ["duplicate", "duplicate"]
+    assert len(world.email.sent) == 2

@@ -222,7 +222,10 @@ class SendMessage:
                     results[n] = SendResult(
                         outcome.message_id, "failed", outcome.state, outcome.last_error
                     )
-        await self._committed(effects)
+        # Counted now; their status events are published after the deliveries: a bus
+        # failure here must not leave the claims just committed undelivered (`sending`).
+        for metric, channel, labels in effects.counts:
+            self.metrics.count(metric, channel, **labels)
         if on_result is not None:
             for n, known in enumerate(results):
                 if known is not None:
@@ -239,6 +242,7 @@ class SendMessage:
             return result
 
         sent = await asyncio.gather(*(deliver(n, p) for n, p in prepared), return_exceptions=True)
+        await self._publish(effects.events)
         for (n, _), result in zip(prepared, sent, strict=True):
             if isinstance(result, BaseException):
                 raise result  # after every send settled; the ledger makes a retry a no-op
@@ -272,8 +276,19 @@ class SendMessage:
             for outcome in await self._prepare_many(tx, retries, now, effects):
                 if isinstance(outcome, _Prepared):
                     batch.append(outcome)
-        await self._committed(effects)
-        return list(await asyncio.gather(*(self._deliver_and_settle(p) for p in batch)))
+        for metric, channel, labels in effects.counts:
+            self.metrics.count(metric, channel, **labels)
+        # Delivered before the failure events are published, as in `handle_many`.
+        sent = await asyncio.gather(
+            *(self._deliver_and_settle(p) for p in batch), return_exceptions=True
+        )
+        await self._publish(effects.events)
+        results = []
+        for result in sent:
+            if isinstance(result, BaseException):
+                raise result
+            results.append(result)
+        return results
 
     async def recover_interrupted(self, *, limit: int = 1000, own: bool = True) -> RecoveryReport:
         """At start-up (`own`): rows this instance left `sending`, and any whose lease ran

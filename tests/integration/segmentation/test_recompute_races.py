@@ -219,3 +219,16 @@ async def test_a_profile_whose_contact_is_gone_is_removed_without_a_change(
     assert staged == []
     assert result.profiles_written == 0
     assert await conn.fetchval("select count(*) from segmentation_profiles") == 2
+
+
+async def test_a_held_recompute_lock_excludes_other_transactions(pool: asyncpg.Pool) -> None:
+    """PostgreSQL only: the in-memory store assumes one writer and grants every lock."""
+    repo = SegmentationRepository(LifecycleConfig())
+    async with pool.acquire() as conn, pool.acquire() as other:
+        async with conn.transaction():
+            assert await repo.lock_recompute(conn, SHOP, wait=False)
+            async with other.transaction():
+                assert not await repo.lock_recompute(other, SHOP, wait=False)
+                assert await repo.lock_recompute(other, "other", wait=False)
+        async with other.transaction():
+            assert await repo.lock_recompute(other, SHOP, wait=False)

@@ -336,18 +336,6 @@ async def test_a_free_recompute_lock_is_granted(impl: Impl) -> None:
         assert await impl.store.lock_recompute(impl.conn, "other", wait=True)
 
 
-async def test_a_held_recompute_lock_excludes_other_transactions(impl: Impl) -> None:
-    if isinstance(impl.store, MemorySegmentationStore):
-        pytest.skip("one writer: the in-memory store grants every lock")
-    async with impl.conn.transaction():
-        assert await impl.store.lock_recompute(impl.conn, SHOP, wait=False)
-        async with impl.other.transaction():
-            assert not await impl.store.lock_recompute(impl.other, SHOP, wait=False)
-            assert await impl.store.lock_recompute(impl.other, "other", wait=False)
-    async with impl.other.transaction():
-        assert await impl.store.lock_recompute(impl.other, SHOP, wait=False)
-
-
 # --- recompute ---------------------------------------------------------------------------
 
 

@@ -25,7 +25,7 @@ from relance_events.payloads import (
 )
 from relance_segmentation.adapters.postgres import SegmentationRepository
 from relance_segmentation.domain.lifecycle import LifecycleConfig
-from relance_segmentation.ports import OrderLine, SegmentChange
+from relance_segmentation.ports import OrderLine, RecomputeResult, SegmentChange
 
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 SHOP = "s1"
@@ -84,6 +84,31 @@ async def imported(conn: asyncpg.Connection, repo: SegmentationRepository) -> No
         await repo.import_orders(conn, SHOP, orders, [], NOW)
 
 
+async def recompute_with_an_event_after_the_diff(
+    conn: asyncpg.Connection,
+    database_url: str,
+    repo: SegmentationRepository,
+    event: Event[Payload],
+    now: datetime,
+) -> tuple[RecomputeResult, list[SegmentChange], list[SegmentChange]]:
+    """Recompute as of `now` while another transaction applies `event` right after the
+    diff was staged; the recompute's result, its staged changes, and the event's."""
+    other = await asyncpg.connect(database_url)
+    event_changes: list[SegmentChange] = []
+
+    async def apply_elsewhere() -> None:
+        async with other.transaction():
+            event_changes.extend(await repo.apply_event(other, event, now))
+
+    try:
+        async with conn.transaction():
+            result = await repo.recompute(AfterDiff(conn, apply_elsewhere), SHOP, now)  # type: ignore[arg-type]
+            staged = await changes_of(repo, conn, now)
+    finally:
+        await other.close()
+    return result, staged, event_changes
+
+
 async def test_an_event_after_the_diff_keeps_its_profile_and_its_changes(
     conn: asyncpg.Connection, database_url: str
 ) -> None:
@@ -92,19 +117,9 @@ async def test_an_event_after_the_diff_keeps_its_profile_and_its_changes(
     async with conn.transaction():
         await repo.recompute(conn, SHOP, NOW)
     later = NOW + timedelta(days=200)  # both lapse: one of them orders again meanwhile
-    other = await asyncpg.connect(database_url)
-    event_changes: list[SegmentChange] = []
-
-    async def x_orders_again() -> None:
-        async with other.transaction():
-            event_changes.extend(await repo.apply_event(other, order("x", "o3", later), later))
-
-    try:
-        async with conn.transaction():
-            result = await repo.recompute(AfterDiff(conn, x_orders_again), SHOP, later)  # type: ignore[arg-type]
-            staged = await changes_of(repo, conn, later)
-    finally:
-        await other.close()
+    result, staged, event_changes = await recompute_with_an_event_after_the_diff(
+        conn, database_url, repo, order("x", "o3", later), later
+    )
 
     assert {c.contact_key for c in staged} == {"y"}
     assert result.profiles_written == 1
@@ -124,19 +139,9 @@ async def test_a_first_profile_written_by_an_event_after_the_diff_is_not_inserte
 ) -> None:
     repo = SegmentationRepository(LifecycleConfig())
     await imported(conn, repo)
-    other = await asyncpg.connect(database_url)
-    event_changes: list[SegmentChange] = []
-
-    async def x_orders() -> None:
-        async with other.transaction():
-            event_changes.extend(await repo.apply_event(other, order("x", "o3", NOW), NOW))
-
-    try:
-        async with conn.transaction():
-            result = await repo.recompute(AfterDiff(conn, x_orders), SHOP, NOW)  # type: ignore[arg-type]
-            staged = await changes_of(repo, conn, NOW)
-    finally:
-        await other.close()
+    result, staged, event_changes = await recompute_with_an_event_after_the_diff(
+        conn, database_url, repo, order("x", "o3", NOW), NOW
+    )
 
     assert {c.contact_key for c in staged} == {"y"}
     assert (result.profiles_written, result.changes_recorded) == (1, len(staged)) == (1, 3)
@@ -154,7 +159,7 @@ async def test_an_event_waiting_on_a_recompute_insert_compares_with_its_profile(
     repo = SegmentationRepository(LifecycleConfig())
     await imported(conn, repo)
     other = await asyncpg.connect(database_url)
-    identify = new_event(
+    identify: Event[Payload] = new_event(
         ContactIdentified(user_id="x", traits=ContactTraits(first_name="Ada")),
         shop_id=SHOP,
         contact_key="x",

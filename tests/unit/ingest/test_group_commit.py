@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from relance_events import Event
+from relance_events import Event, Publishable, as_event
 from relance_events.payloads import CartChanged, OrderCompleted
 from relance_events.segment_spec import Cart
 from relance_ingest.adapters.memory_carts import InMemoryCartStore
@@ -29,8 +29,9 @@ class GatedBus:
         self.calls: list[list[Event[Any]]] = []
         self.gate = asyncio.Event()
 
-    async def publish(self, events: Sequence[Event[Any]]) -> None:
-        self.calls.append(list(events))
+    async def publish(self, events: Sequence[Publishable]) -> None:
+        events = [as_event(e) for e in events]
+        self.calls.append(events)
         await self.gate.wait()
         if any(getattr(e.payload, "name", "") == "poison" for e in events):
             raise BusUnavailable("refused", retry_after_s=3)
@@ -181,7 +182,7 @@ async def test_groups_start_an_interval_apart_unless_full() -> None:
     loop = asyncio.get_running_loop()
 
     class Timed(GatedBus):
-        async def publish(self, events: Sequence[Event[Any]]) -> None:
+        async def publish(self, events: Sequence[Publishable]) -> None:
             starts.append(loop.time())
             await super().publish(events)
 

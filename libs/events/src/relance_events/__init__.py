@@ -6,20 +6,24 @@ from relance_events.errors import DecodeError, EventError, UnsupportedSchemaVers
 from relance_events.event import Event, new_event
 from relance_events.payloads import PAYLOAD_TYPES, Payload, UnknownPayload
 from relance_events.topics import ALL_TOPICS, Topic, topic_for
+from relance_events.wire import EncodedEvent, Publishable, as_event
 
 __all__ = [
     "ALL_TOPICS",
     "CONTENT_TYPE",
     "PAYLOAD_TYPES",
     "DecodeError",
+    "EncodedEvent",
     "Envelope",
     "Event",
     "EventError",
     "Payload",
+    "Publishable",
     "Topic",
     "TraceContext",
     "UnknownPayload",
     "UnsupportedSchemaVersion",
+    "as_event",
     "decode",
     "deterministic_id",
     "encode",

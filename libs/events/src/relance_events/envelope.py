@@ -34,6 +34,17 @@ def deterministic_id(*parts: str) -> uuid.UUID:
     return uuid.UUID(int=(int.from_bytes(digest[:16]) & _CLEAR_VERSION) | _SET_VERSION)
 
 
+# The hex digit of the variant nibble (RFC 4122: 10xx), by the digest's hex digit there.
+_VARIANT_DIGIT = {f"{n:x}": f"{(n & 0x3) | 0x8:x}" for n in range(16)}
+
+
+def deterministic_id_str(*parts: str) -> str:
+    """`str(deterministic_id(*parts))`, straight from the digest (a producer that writes
+    the id into JSON and a header never needs the `UUID` object)."""
+    h = hashlib.sha1(_NAMESPACE_BYTES + "\x1f".join(parts).encode()).hexdigest()
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT_DIGIT[h[16]]}{h[17:20]}-{h[20:32]}"
+
+
 def _require_utc(value: datetime) -> datetime:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError("timestamp must carry a timezone")

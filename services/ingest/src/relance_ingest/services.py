@@ -14,16 +14,16 @@ from typing import Any
 
 from opentelemetry.trace import Span, Tracer
 
-from relance_events import Event, TraceContext, deterministic_id, new_event
+from relance_events import EncodedEvent, Event, TraceContext, deterministic_id, new_event
 from relance_events.payloads import ConsentChanged, EmailOpened, LinkClicked
 from relance_events.segment_spec import (
     CartDelta,
     CartMerge,
+    EncodedProduced,
     MessageType,
     Produced,
-    SegmentValidationError,
     cart_needs,
-    map_message,
+    map_messages_encoded,
 )
 from relance_ingest.ports import CartProbe, CartStore
 from relance_runtime.bus.ports import Publisher
@@ -42,7 +42,7 @@ class _Request:
     """A request's events (it changes no cart), waiting to be committed with others."""
 
     shop_id: str
-    events: list[Event[Any]]
+    events: list[EncodedEvent]
     probe: CartProbe | None
     trace: TraceContext | None
     done: asyncio.Future[int] = field(
@@ -115,29 +115,19 @@ class IngestService:
         messages: Sequence[tuple[MessageType | None, object]],
         received_at: datetime,
         trace: TraceContext | None = None,
-    ) -> list[Produced]:
-        """Every message mapped, or `SegmentValidationError` naming every bad field of all."""
-        produced: list[Produced] = []
-        errors: list[dict[str, Any]] = []
-        for index, (kind, message) in enumerate(messages):
-            try:
-                produced.extend(
-                    map_message(
-                        message,
-                        shop_id=shop_id,
-                        received_at=received_at,
-                        index=index,
-                        message_type=kind,
-                        max_age=self._max_age,
-                        max_ahead=self._max_ahead,
-                        trace=trace,
-                    )
-                )
-            except SegmentValidationError as exc:
-                errors.extend(exc.errors)
-        if errors:
-            raise SegmentValidationError(errors)
-        return produced
+    ) -> list[EncodedProduced]:
+        """Every message mapped, or `SegmentValidationError` naming every bad field of all.
+
+        Events come in their wire form: ingest only publishes them (cart changes aside).
+        """
+        return map_messages_encoded(
+            messages,
+            shop_id=shop_id,
+            received_at=received_at,
+            max_age=self._max_age,
+            max_ahead=self._max_ahead,
+            trace=trace,
+        )
 
     async def accept(
         self,
@@ -183,7 +173,7 @@ class IngestService:
     async def _with_carts(
         self,
         shop_id: str,
-        produced: Sequence[Produced],
+        produced: Sequence[EncodedProduced],
         trace: TraceContext | None,
         contacts: set[str],
         cart_ids: set[str],
@@ -195,7 +185,7 @@ class IngestService:
                 book = await session.load(
                     shop_id, contact_keys=contacts, cart_ids=cart_ids, delta_ids=delta_ids
                 )
-                events = traced(book.resolve(produced), trace)
+                events = traced(book.resolve(_models(produced)), trace)
                 await session.save(book)
                 await self._publisher.publish(events)
         except Exception as exc:
@@ -241,7 +231,7 @@ class IngestService:
                 request.settle(unavailable(exc))
             return
         with_open_cart = {id(r) for r, is_open in zip(probed, opened, strict=True) if is_open}
-        plain: list[tuple[_Request, list[Event[Any]]]] = []
+        plain: list[tuple[_Request, list[EncodedEvent]]] = []
         for request in group:
             if id(request) in with_open_cart:
                 self._spawn(self._close_cart(request))
@@ -303,11 +293,16 @@ def trace_of(span: Span) -> TraceContext | None:
     )
 
 
-def _events_only(produced: list[Produced]) -> list[Event[Any]] | None:
+def _events_only(produced: list[EncodedProduced]) -> list[EncodedEvent] | None:
     """`produced` when it holds only events, None when it changes carts."""
     if any(isinstance(item, CartDelta | CartMerge) for item in produced):
         return None
     return produced  # type: ignore[return-value]
+
+
+def _models(produced: Sequence[EncodedProduced]) -> list[Produced]:
+    """Cart folding works on models: the wire forms of a cart request become events."""
+    return [item.event() if isinstance(item, EncodedEvent) else item for item in produced]
 
 
 @dataclass(frozen=True, slots=True)

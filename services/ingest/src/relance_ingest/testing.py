@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from relance_events import Event
+from relance_events import Event, Publishable, as_event
 from relance_runtime.bus.ports import OutgoingMessage
 from relance_runtime.errors import BusUnavailable
 
 
 class RecordingPublisher:
-    """Keeps acknowledged events; with `fail = True` it refuses like an unreachable broker."""
+    """Keeps acknowledged events (as models); with `fail = True` it refuses like an
+    unreachable broker."""
 
     def __init__(self, *, retry_after_s: float = 7) -> None:
         self.events: list[Event[Any]] = []
@@ -19,10 +20,11 @@ class RecordingPublisher:
         self.fail = False
         self.retry_after_s = retry_after_s
 
-    async def publish(self, events: Sequence[Event[Any]]) -> None:
+    async def publish(self, events: Sequence[Publishable]) -> None:
         if self.fail:
             raise BusUnavailable("the bus refused", retry_after_s=self.retry_after_s)
-        self.events.extend(events)
+        # Kept as models (ingest publishes wire forms), which tests read most easily.
+        self.events.extend(as_event(e) for e in events)
 
     async def publish_raw(self, messages: Sequence[OutgoingMessage]) -> None:
         if self.fail:

@@ -27,7 +27,7 @@ from aiokafka.errors import (
     TopicAlreadyExistsError,
 )
 
-from relance_events import Event
+from relance_events import Publishable
 from relance_runtime.bus.messages import TopicNames, message_parts, partition_for
 from relance_runtime.bus.ports import BusConsumer, OutgoingMessage, Record, TopicPartition
 from relance_runtime.errors import BusUnavailable, RebalancedAway, TransientError
@@ -72,7 +72,8 @@ class KafkaBus:
         self._producer: AIOKafkaProducer | None = None
         self._failures_in_a_row = 0
         self._session_timeout_ms = session_timeout_ms
-        self._partition_cache: dict[tuple[bytes, int], int] = {}
+        # Per partition count: {key: partition}.
+        self._partition_cache: dict[int, dict[bytes, int]] = {}
 
     async def start(self) -> None:
         await self._start_producer()
@@ -140,7 +141,7 @@ class KafkaBus:
             await asyncio.sleep(0.1)
         raise BusUnavailable(f"partitions of {topics} have no leader after 10 s")
 
-    async def publish(self, events: Sequence[Event[Any]]) -> None:
+    async def publish(self, events: Sequence[Publishable]) -> None:
         await self._publish([message_parts(event, self.names) for event in events])
 
     async def publish_raw(self, messages: Sequence[OutgoingMessage]) -> None:
@@ -194,12 +195,14 @@ class KafkaBus:
         # murmur2 is pure Python (~4.5 us); contact keys repeat, so remember them.
         if key is None:
             return fallback % partitions
-        cached = self._partition_cache.get((key, partitions))
+        cache = self._partition_cache.get(partitions)
+        if cache is None:
+            cache = self._partition_cache[partitions] = {}
+        cached = cache.get(key)
         if cached is None:
-            if len(self._partition_cache) > 100_000:
-                self._partition_cache.clear()
-            cached = partition_for(key, partitions)
-            self._partition_cache[(key, partitions)] = cached
+            if len(cache) > 100_000:
+                cache.clear()
+            cached = cache[key] = partition_for(key, partitions)
         return cached
 
     async def _live_producer(self) -> AIOKafkaProducer:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any
 
-from relance_events import Event
+from relance_events import Publishable
 from relance_runtime.bus.messages import TopicNames, partition_for, to_message
 from relance_runtime.bus.ports import BusConsumer, OutgoingMessage, Record, TopicPartition
 from relance_runtime.errors import BusUnavailable, RebalancedAway
@@ -35,7 +34,7 @@ class InMemoryBus:
     async def ping(self) -> bool:
         return self.available
 
-    async def publish(self, events: Sequence[Event[Any]]) -> None:
+    async def publish(self, events: Sequence[Publishable]) -> None:
         await self.publish_raw([to_message(e, self.names) for e in events])
 
     async def publish_raw(self, messages: Sequence[OutgoingMessage]) -> None:

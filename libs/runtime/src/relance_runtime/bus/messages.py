@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
 
 from aiokafka.partitioner import murmur2
 
-from relance_events import CONTENT_TYPE, Event, encode, topic_for
+from relance_events import CONTENT_TYPE, EncodedEvent, Publishable, encode, topic_for
 from relance_events.topics import ALL_TOPICS, Topic
 from relance_runtime.bus.ports import OutgoingMessage
 
@@ -53,8 +52,10 @@ def _physical_topic(prefix: str, event_type: str) -> str:
     return TopicNames(prefix).of(topic_for(event_type))
 
 
-def message_parts(event: Event[Any], names: TopicNames) -> MessageParts:
-    """What `to_message` holds, without building it (Kafka appends these straight away)."""
+def message_parts(event: Publishable, names: TopicNames) -> MessageParts:
+    """What `to_message` holds, without building it (Kafka appends these straight away).
+
+    An `EncodedEvent` is already its bytes; a built event is encoded here."""
     headers = [
         _CONTENT_TYPE_HEADER,
         ("event-type", event.type.encode()),
@@ -68,11 +69,11 @@ def message_parts(event: Event[Any], names: TopicNames) -> MessageParts:
     return (
         _physical_topic(names.prefix, event.type),
         f"{event.shop_id}\x1f{event.contact_key}".encode(),  # event.partition_key
-        encode(event),
+        event.value if isinstance(event, EncodedEvent) else encode(event),
         headers,
     )
 
 
-def to_message(event: Event[Any], names: TopicNames) -> OutgoingMessage:
+def to_message(event: Publishable, names: TopicNames) -> OutgoingMessage:
     topic, key, value, headers = message_parts(event, names)
     return OutgoingMessage(topic=topic, key=key, value=value, headers=tuple(headers))

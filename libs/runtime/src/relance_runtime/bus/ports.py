@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
-from relance_events import Event
+from relance_events import Publishable
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +47,10 @@ class OutgoingMessage:
 
 
 class Publisher(Protocol):
-    async def publish(self, events: Sequence[Event[Any]]) -> None:
+    async def publish(self, events: Sequence[Publishable]) -> None:
         """Return only when the bus has durably taken every event (Kafka: acks=all).
+
+        Events are models, or already in their wire form (`EncodedEvent`, from ingest).
 
         Raises `BusUnavailable` when it could not; the caller must then treat every event
         of the call as not accepted (some may have been written: consumers dedupe by id).

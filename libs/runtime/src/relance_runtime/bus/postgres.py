@@ -24,7 +24,7 @@ from typing import Any
 
 import asyncpg
 
-from relance_events import Event
+from relance_events import Publishable
 from relance_runtime.bus.messages import TopicNames, partition_for, to_message
 from relance_runtime.bus.ports import BusConsumer, OutgoingMessage, Record, TopicPartition
 from relance_runtime.db import Connection
@@ -76,7 +76,7 @@ class PostgresLogBus:
         except _CONNECTION_ERRORS as exc:
             raise BusUnavailable(f"PostgreSQL bus unavailable: {exc}") from exc
 
-    async def publish(self, events: Sequence[Event[Any]]) -> None:
+    async def publish(self, events: Sequence[Publishable]) -> None:
         await self.publish_raw([to_message(e, self.names) for e in events])
 
     async def publish_raw(self, messages: Sequence[OutgoingMessage]) -> None:

@@ -17,15 +17,14 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Sequence
-from typing import Any
 
-from relance_events import Event
+from relance_events import Publishable
 from relance_runtime.bus.ports import OutgoingMessage, Publisher
 from relance_runtime.errors import BusUnavailable
 
 log = logging.getLogger(__name__)
 
-_Waiting = tuple[Sequence[Event[Any]], "asyncio.Future[None]"]
+_Waiting = tuple[Sequence[Publishable], "asyncio.Future[None]"]
 
 
 class CoalescingPublisher:
@@ -39,7 +38,7 @@ class CoalescingPublisher:
         self._queue: deque[_Waiting] = deque()
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def publish(self, events: Sequence[Event[Any]]) -> None:
+    async def publish(self, events: Sequence[Publishable]) -> None:
         if not events:
             return
         if self._in_flight < self._max_in_flight and not self._queue:

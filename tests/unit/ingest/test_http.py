@@ -142,6 +142,21 @@ async def test_event_over_32kb_in_a_batch_is_413_with_index(harness: Any) -> Non
     assert response.json()["errors"][0]["index"] == 1
 
 
+async def test_a_batch_over_32kb_of_events_under_it_is_accepted(harness: Any) -> None:
+    batch = [
+        {
+            "type": "track",
+            "messageId": f"m{i}",
+            "userId": "u",
+            "event": "E",
+            "properties": {"blob": "x" * 20_000},
+        }
+        for i in range(3)
+    ]
+    response = await harness.client.post("/v1/batch", json={"batch": batch}, headers=AUTH)
+    assert response.status_code == 200, response.text
+
+
 async def test_single_event_body_over_32kb_is_413(harness: Any) -> None:
     big = order(blob="x" * 40_000)
     response = await harness.client.post("/v1/track", json=big, headers=AUTH)

@@ -289,7 +289,12 @@ plain_amounts = mostly(
         st.floats(min_value=0, max_value=1e6),
         st.decimals(min_value=0, max_value=10**10, places=6).map(str),
     ),
-    st.sampled_from(["9999999999", "9999999999.00004", " 1.5 ", "-0", "0.00004", -1, True, "x"]),
+    st.sampled_from(
+        [
+            *("9999999999", "9999999999.00004", " 1.5 ", "-0", "-0.0", "0.00004", "x", "nan"),
+            *("1e3", "Infinity", "1_0", -1, True, 0.0, -0.0, 1e-7, 10**18),
+        ]
+    ),
 )
 plain_tracks = st.fixed_dictionaries(
     {
@@ -388,7 +393,7 @@ def test_valid_plain_tracks_take_the_wire_path_as_models(
 ) -> None:
     assert (
         spec._plain_track(
-            message, "shop1", NOW, None, spec.MAX_AGE, spec.MAX_AHEAD, "segment", trace
+            message, "shop1", NOW, None, NOW - spec.MAX_AGE, NOW + spec.MAX_AHEAD, "segment", trace
         )
         is not None
     )
@@ -433,7 +438,7 @@ def test_plain_orders_and_custom_events_skip_the_general_mapper() -> None:
     custom = {"type": "track", "messageId": "m2", "userId": "u1", "event": "Signed Up"}
     for message in (order, custom):
         plain = spec._plain_track(
-            message, "shop1", NOW, None, spec.MAX_AGE, spec.MAX_AHEAD, "segment", TRACE
+            message, "shop1", NOW, None, NOW - spec.MAX_AGE, NOW + spec.MAX_AHEAD, "segment", TRACE
         )
         assert plain is not None
         assert (
@@ -441,7 +446,7 @@ def test_plain_orders_and_custom_events_skip_the_general_mapper() -> None:
         )
     assert (
         spec._plain_track(
-            order, "shop1", NOW, None, spec.MAX_AGE, spec.MAX_AHEAD, "segment", None
+            order, "shop1", NOW, None, NOW - spec.MAX_AGE, NOW + spec.MAX_AHEAD, "segment", None
         ).cart_id
         == "c1"
     )  # type: ignore[union-attr]

@@ -475,8 +475,9 @@ def map_message_encoded(
     """`map_message` with its events in their wire form: for a producer that publishes
     them as they are (ingest), and saves building and serializing each model."""
     if type(message) is dict and _envelope_checked(shop_id, source, received_at):
+        earliest, latest = _window(received_at, max_age, max_ahead)
         plain = _plain_track(
-            message, shop_id, received_at, message_type, max_age, max_ahead, source, trace
+            message, shop_id, received_at, message_type, earliest, latest, source, trace
         )
         if plain is not None:
             return [plain]
@@ -511,10 +512,11 @@ def map_messages_encoded(
     produced: list[EncodedProduced] = []
     errors: list[dict[str, Any]] = []
     plain_envelope = _envelope_checked(shop_id, source, received_at)
+    earliest, latest = _window(received_at, max_age, max_ahead)
     for index, (message_type, message) in enumerate(messages):
         if plain_envelope and type(message) is dict:
             plain = _plain_track(
-                message, shop_id, received_at, message_type, max_age, max_ahead, source, trace
+                message, shop_id, received_at, message_type, earliest, latest, source, trace
             )
             if plain is not None:
                 produced.append(plain)
@@ -649,13 +651,23 @@ def _plain_currency(value: object) -> bool:
     return type(value) is str and len(value) == 3 and value.isascii() and value.isalpha()
 
 
+def _window(
+    received_at: datetime, max_age: timedelta | None, max_ahead: timedelta | None
+) -> tuple[datetime | None, datetime | None]:
+    """The earliest and latest timestamps `_map` takes (None: no bound)."""
+    return (
+        received_at - max_age if max_age is not None else None,
+        received_at + max_ahead if max_ahead is not None else None,
+    )
+
+
 def _plain_track(
     message: dict[str, Any],
     shop_id: str,
     received_at: datetime,
     message_type: MessageType | None,
-    max_age: timedelta | None,
-    max_ahead: timedelta | None,
+    earliest: datetime | None,
+    latest: datetime | None,
     source: str,
     trace: TraceContext | None,
 ) -> EncodedEvent | None:
@@ -694,8 +706,8 @@ def _plain_track(
             return None
         if occurred_at.tzinfo is None or occurred_at.utcoffset() is None:
             return None
-        if (max_age is not None and occurred_at < received_at - max_age) or (
-            max_ahead is not None and occurred_at > received_at + max_ahead
+        if (earliest is not None and occurred_at < earliest) or (
+            latest is not None and occurred_at > latest
         ):
             return None
     name = message.get("event")
@@ -758,10 +770,9 @@ def _plain_order(
     coupon = props.get("coupon")
     if raw_total is None or (coupon is not None and (type(coupon) is not str or len(coupon) > 256)):
         return None
-    errs = _Errors(0)
-    total = _money(raw_total, "", errs)
-    discount = _money(raw_discount, "", errs)
-    if errs.items or total is None or total > _MONEY_MAX:
+    total = _plain_money(raw_total)
+    discount = _ZERO if raw_discount is None else _plain_money(raw_discount)
+    if total is None or discount is None:
         return None
     fields: dict[str, Any] = {
         "order_id": order_id,
@@ -775,6 +786,24 @@ def _plain_order(
         fields["cart_id"] = cart_id
     fields["items"] = []
     return fields
+
+
+def _plain_money(value: object) -> Decimal | None:
+    """What `_money` makes of an amount it takes without an error, else None."""
+    kind = type(value)
+    if kind is int:
+        number = Decimal(value)  # type: ignore[arg-type]  # as Decimal(str(value))
+    elif kind is float or kind is str:
+        try:
+            number = Decimal(value.strip() if kind is str else str(value))  # type: ignore[attr-defined]
+        except InvalidOperation:
+            return None
+    else:
+        return None
+    # NaN and infinities are not finite; -0 passes, as in `_money`.
+    if not number.is_finite() or number < 0 or number > _MONEY_MAX:
+        return None
+    return number.quantize(_MONEY_STEP, rounding=ROUND_HALF_EVEN)
 
 
 def _envelope_checked(shop_id: str, source: str, received_at: datetime) -> bool:

@@ -186,13 +186,16 @@ class SegmentEndpoint:
                 reason = f"at most {settings.max_batch_events} events per call"
                 return Answer.errors(400, [{"field": "batch", "reason": reason}])
             most = settings.max_event_bytes
-            oversize = [
-                {"index": i, "field": "", "reason": f"over {most} bytes"}
-                for i, item in enumerate(batch)
-                if len(orjson.dumps(item)) > most
-            ]
-            if oversize:
-                return Answer.errors(413, oversize)
+            # Each item's JSON is part of the batch's: only a batch over the limit can
+            # hold an item over it (one call instead of one per item).
+            if len(orjson.dumps(batch)) > most:
+                oversize = [
+                    {"index": i, "field": "", "reason": f"over {most} bytes"}
+                    for i, item in enumerate(batch)
+                    if len(orjson.dumps(item)) > most
+                ]
+                if oversize:
+                    return Answer.errors(413, oversize)
             messages = [(None, item) for item in batch]
             if len(batch) > 1:
                 decision = deps.limiter.take(bucket, len(batch) - 1, deps.monotonic())

@@ -296,6 +296,22 @@ plain_amounts = mostly(
         ]
     ),
 )
+plain_lines = st.fixed_dictionaries(
+    {},
+    optional={
+        "product_id": plain_ids,
+        "id": plain_ids,
+        "sku": mostly(good_ids, st.sampled_from([None, 5, "s" * 257])),
+        "name": mostly(st.text(max_size=3), st.sampled_from([None, 5, "n" * 257])),
+        "brand": st.text(max_size=3),
+        "price": plain_amounts,
+        "quantity": mostly(
+            st.integers(min_value=0, max_value=10**6),
+            st.sampled_from([None, -1, 10**6 + 1, 2.0, True, "1"]),
+        ),
+        "url": mostly(st.just("https://shop.example/p"), st.sampled_from([None, 7, "u" * 2049])),
+    },
+)
 plain_tracks = st.fixed_dictionaries(
     {
         "type": mostly(st.just("track"), st.just("page")),
@@ -306,8 +322,9 @@ plain_tracks = st.fixed_dictionaries(
             st.sampled_from([" ", "x" * 257, "Email Opened", "Order Refunded"]),
         ),
         "properties": st.fixed_dictionaries(
-            {"order_id": plain_ids, "total": plain_amounts},
+            {"order_id": plain_ids},
             optional={
+                "total": plain_amounts,
                 "revenue": plain_amounts,
                 "discount": st.one_of(st.none(), plain_amounts),
                 "currency": mostly(
@@ -317,7 +334,8 @@ plain_tracks = st.fixed_dictionaries(
                 "coupon": mostly(st.text(max_size=3), st.sampled_from([None, "c" * 257, 5])),
                 "cart_id": plain_ids,
                 "products": mostly(
-                    st.sampled_from([None, []]), st.just([{"product_id": "p", "price": 2}])
+                    st.one_of(st.none(), st.lists(plain_lines, max_size=3)),
+                    st.sampled_from([{}, "p", [1], [{"product_id": "p"}] * 501]),
                 ),
                 "plan": st.text(max_size=3),
             },
@@ -376,7 +394,18 @@ valid_plain_tracks = st.fixed_dictionaries(
                 "currency": st.sampled_from(["EUR", "usd", "Gbp"]),
                 "coupon": st.text(max_size=5),
                 "cart_id": good_ids,
-                "products": st.just([]),
+                "products": st.lists(
+                    st.fixed_dictionaries(
+                        {"product_id": good_ids, "price": valid_amounts},
+                        optional={
+                            "quantity": st.integers(min_value=0, max_value=10**6),
+                            "name": st.text(max_size=4),
+                            "sku": good_ids,
+                            "image_url": st.just("https://cdn.example/p.jpg"),
+                        },
+                    ),
+                    max_size=3,
+                ),
                 "tags": st.lists(st.text(max_size=3), max_size=2),
                 "nested": st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
             },

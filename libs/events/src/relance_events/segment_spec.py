@@ -1330,7 +1330,12 @@ def cart_needs(
     cart_ids: set[str] = set()
     delta_ids: set[uuid.UUID] = set()
     for item in produced:
-        if isinstance(item, CartDelta):
+        if isinstance(item, EncodedEvent):  # first: ingest's events are all of this kind
+            if item.type == OrderCompleted.TYPE:
+                contacts.add(item.contact_key)
+                if item.cart_id is not None:
+                    cart_ids.add(item.cart_id)
+        elif isinstance(item, CartDelta):
             contacts.add(item.contact_key)
             delta_ids.add(item.event_id)
             if item.cart_id is not None:
@@ -1338,11 +1343,6 @@ def cart_needs(
         elif isinstance(item, CartMerge):
             contacts.update(item.from_keys)
             contacts.add(item.to_key)
-        elif isinstance(item, EncodedEvent):
-            if item.type == OrderCompleted.TYPE:
-                contacts.add(item.contact_key)
-                if item.cart_id is not None:
-                    cart_ids.add(item.cart_id)
         elif isinstance(item.payload, OrderCompleted):
             contacts.add(item.contact_key)
             if item.payload.cart_id is not None:

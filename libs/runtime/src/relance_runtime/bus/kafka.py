@@ -171,12 +171,18 @@ class KafkaBus:
         """
         by_partition: dict[tuple[str, int], list[RawParts]] = {}
         counts: dict[str, int] = {}
+        partition_of = self._partition
         for i, m in enumerate(messages):
             topic = m[0]
-            if topic not in counts:
-                counts[topic] = len(await producer.partitions_for(topic))
-            where = (topic, self._partition(m[1], counts[topic], i))
-            by_partition.setdefault(where, []).append(m)
+            count = counts.get(topic)
+            if count is None:
+                count = counts[topic] = len(await producer.partitions_for(topic))
+            where = (topic, partition_of(m[1], count, i))
+            batch_messages = by_partition.get(where)
+            if batch_messages is None:
+                by_partition[where] = [m]
+            else:
+                batch_messages.append(m)
         futures: list[asyncio.Future[Any]] = []
         for (topic, partition), batch_messages in by_partition.items():
             batch = producer.create_batch()

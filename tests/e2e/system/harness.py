@@ -462,6 +462,14 @@ class System:
         except httpx.HTTPError:
             return False
 
+    def readiness(self, proc: Proc) -> str:
+        """What /readyz answers, for a failure message."""
+        try:
+            response = httpx.get(f"{proc.url}/readyz", timeout=3)
+        except httpx.HTTPError as exc:
+            return repr(exc)
+        return f"{response.status_code} {response.text[:500]}"
+
     def kill(self, proc: Proc) -> None:
         """SIGKILL: no drain, no commit, no leaving the group."""
         if proc.alive:

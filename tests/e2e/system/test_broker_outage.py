@@ -137,5 +137,7 @@ async def test_broker_stopped_30s_during_ingest(
     assert [p.name for p in system.procs if not p.alive] == []
     deadline = time.monotonic() + 60
     while not all(system.ready(p) for p in system.procs):
-        assert time.monotonic() < deadline, "a service did not recover on its own"
+        if time.monotonic() > deadline:
+            waiting = {p.name: system.readiness(p) for p in system.procs if not system.ready(p)}
+            raise AssertionError(f"a service did not recover on its own: {waiting}")
         await asyncio.sleep(1.0)

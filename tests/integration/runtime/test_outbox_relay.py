@@ -1,5 +1,6 @@
 """The outbox relay on real PostgreSQL: its own process's NOTIFY wakes it, not a timer; of
-several relays each row is published once; rows of a process that died still leave."""
+several relays each row is published once; rows of a process that died still leave; rows
+staged while another relay publishes leave right after it."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from relance_events import Event, new_event
+from relance_events import Event, Publishable, new_event
 from relance_events.payloads import EmailOpened
 from relance_runtime.bus.messages import TopicNames, to_message
 from relance_runtime.bus.ports import OutgoingMessage
@@ -27,7 +28,7 @@ class Captured:
         self.values: list[bytes] = []
         self.arrived = asyncio.Event()
 
-    async def publish(self, events: Sequence[Event[Any]]) -> None:
+    async def publish(self, events: Sequence[Publishable]) -> None:
         raise NotImplementedError
 
     async def publish_raw(self, messages: Sequence[OutgoingMessage]) -> None:
@@ -123,3 +124,40 @@ async def test_of_several_relays_each_row_is_published_once(pool: asyncpg.Pool) 
         for relay in relays:
             await relay.stop()
     assert sorted(captured.values) == sorted(to_message(e, TopicNames("")).value for e in events)
+
+
+async def test_rows_staged_while_another_relay_publishes_leave_right_after_it(
+    pool: asyncpg.Pool,
+) -> None:
+    captured = Captured()
+    outbox = TableOutbox(lambda e: to_message(e, TopicNames("")), relay_token="p1")
+    # Neither timer can ship the row within the test: only waiting for the lock can.
+    relay = OutboxRelay(pool, captured, token="p1", idle_s=600, quiet_s=600)
+    holder = await pool.acquire()
+    transaction = holder.transaction()
+    await transaction.start()
+    await holder.execute("SELECT pg_advisory_xact_lock($1)", OutboxRelay._RELAY_LOCK)
+    await relay.start()
+    try:
+        await stage(pool, outbox, [opened(1)])
+        await asyncio.sleep(0.3)
+        assert captured.values == []  # the other relay still holds the lock
+        await transaction.rollback()  # ... and is done
+        await asyncio.wait_for(captured.arrived.wait(), timeout=5)
+    finally:
+        await pool.release(holder)
+        await relay.stop()
+    assert len(captured.values) == 1
+
+
+async def test_a_relay_stuck_behind_a_lock_gives_up_and_stays_healthy(pool: asyncpg.Pool) -> None:
+    captured = Captured()
+    relay = OutboxRelay(pool, captured, token="p1", lock_wait_s=0.2)
+    holder = await pool.acquire()
+    try:
+        async with holder.transaction():
+            await holder.execute("SELECT pg_advisory_xact_lock($1)", OutboxRelay._RELAY_LOCK)
+            assert await relay.relay_once() == 0
+        assert relay.healthy
+    finally:
+        await pool.release(holder)

@@ -70,10 +70,11 @@ class OutboxRelay:
     (the payload is its `token`; an empty payload wakes every relay), so a write costs one
     relay transaction, not one per process, and the rows leave from the process that just
     wrote them. A transaction-level lock lets one relay publish at a time, taking every
-    row in id order whoever staged it. A relay that missed the lock looks again after
-    `idle_s` (the holder may have looked just before our rows committed); an idle one
-    looks every `quiet_s` anyway, which also ships rows of a process that died before
-    relaying them.
+    row in id order whoever staged it. A woken relay waits for the lock (up to
+    `lock_wait_s`) rather than giving up: the holder may have looked just before our rows
+    committed, and they leave right after it, not a poll later. One that waited in vain
+    looks again after `idle_s`; an idle one looks every `quiet_s` anyway, which also
+    ships rows of a process that died before relaying them.
     """
 
     _RELAY_LOCK = 0x4F5554424F58  # "OUTBOX"
@@ -87,6 +88,7 @@ class OutboxRelay:
         batch_size: int = 1000,
         idle_s: float = 0.05,
         quiet_s: float = 1.0,
+        lock_wait_s: float = 5.0,
     ) -> None:
         self._pool = pool
         self._publisher = publisher
@@ -94,6 +96,12 @@ class OutboxRelay:
         self._batch_size = batch_size
         self._idle_s = idle_s
         self._quiet_s = quiet_s
+        # One statement: the wait is bounded (a holder stuck on an unreachable bus must
+        # not hold every relay), then the lock.
+        self._take_lock = (
+            f"SET LOCAL lock_timeout = '{max(1, round(lock_wait_s * 1000))}ms';"
+            f" SELECT pg_advisory_xact_lock({self._RELAY_LOCK})"
+        )
         self._lock_missed = False
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -123,11 +131,17 @@ class OutboxRelay:
 
     async def relay_once(self) -> int:
         """Publish one batch; return how many messages left the outbox."""
+        try:
+            moved = await self._relay_batch()
+        except asyncpg.LockNotAvailableError:  # another relay held the lock too long
+            self._lock_missed = True
+            return 0
+        self._lock_missed = False
+        return moved
+
+    async def _relay_batch(self) -> int:
         async with self._pool.acquire() as conn, conn.transaction():
-            locked = await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", self._RELAY_LOCK)
-            self._lock_missed = not locked
-            if not locked:
-                return 0
+            await conn.execute(self._take_lock)
             rows = await conn.fetch(
                 """SELECT id, topic, key, value, header_keys, header_values
                    FROM runtime_outbox ORDER BY id LIMIT $1""",

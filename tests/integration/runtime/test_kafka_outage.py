@@ -1,8 +1,11 @@
-"""The producer when the broker is away: a clear error, and nothing reported as accepted."""
+"""The producer when the broker is away: a clear error, nothing reported as accepted, and
+no busy loop while it waits for the broker to come back."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 import subprocess
 import uuid
@@ -84,3 +87,60 @@ async def test_publishes_fail_while_the_broker_is_down_and_recover_after(
     seqs = {seq_of(r)[1] for r in records}
     assert set(range(10)) <= seqs, "an acknowledged event was lost"
     assert set(range(20, 30)) <= seqs, "an acknowledged event was lost"
+
+
+async def test_a_producer_waits_for_the_broker_without_spinning(
+    own_broker: tuple[str, dict[str, str]],
+) -> None:
+    """aiokafka asked for metadata again as soon as an update failed, and a refused
+    connection fails at once: a producer spun a core (thousands of updates a second)
+    for as long as the broker was away."""
+    bootstrap, env = own_broker
+    bus = KafkaBus(
+        bootstrap,
+        names=TopicNames(prefix=f"t{uuid.uuid4().hex[:8]}."),
+        request_timeout_ms=3000,
+        delivery_timeout_s=8,
+    )
+    await bus.ensure_topics()
+    await bus.start()
+    await bus.publish([numbered_event("c1", 0)])
+
+    async def keep_publishing() -> None:  # as requests keep coming to ingest
+        n = 1
+        while True:
+            with contextlib.suppress(BusUnavailable):
+                await bus.publish([numbered_event("c1", n)])
+            n += 1
+            await asyncio.sleep(0.1)
+
+    failed_updates = _Counting("Unable to update metadata")
+    logging.getLogger("aiokafka").addHandler(failed_updates)
+    traffic = asyncio.create_task(keep_publishing())
+    try:
+        down = ["bash", str(KAFKA_SH), "down"]
+        await asyncio.to_thread(subprocess.run, down, env=env, check=True)
+        loop = asyncio.get_running_loop()
+        since, before = loop.time(), failed_updates.count
+        await asyncio.sleep(4)
+        per_second = (failed_updates.count - before) / (loop.time() - since)
+    finally:
+        logging.getLogger("aiokafka").removeHandler(failed_updates)
+        traffic.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await traffic
+        await bus.stop()
+    assert per_second < 50, f"{per_second:.0f} failed metadata updates a second"
+
+
+class _Counting(logging.Handler):
+    """Counts the log records whose message starts with `prefix`."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__(logging.DEBUG)
+        self.prefix = prefix
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith(self.prefix):
+            self.count += 1

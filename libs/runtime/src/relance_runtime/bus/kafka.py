@@ -62,6 +62,7 @@ class KafkaBus:
         request_timeout_ms: int = 15_000,
         delivery_timeout_s: float = 30.0,
         session_timeout_ms: int = 10_000,
+        metadata_backoff_s: float = 0.1,
     ) -> None:
         self._bootstrap = bootstrap
         self._client_id = client_id
@@ -72,6 +73,7 @@ class KafkaBus:
         self._producer: AIOKafkaProducer | None = None
         self._failures_in_a_row = 0
         self._session_timeout_ms = session_timeout_ms
+        self._metadata_backoff_s = metadata_backoff_s
         # Per partition count: {key: partition}.
         self._partition_cache: dict[int, dict[bytes, int]] = {}
 
@@ -88,6 +90,7 @@ class KafkaBus:
             max_batch_size=256 * 1024,
             request_timeout_ms=self._request_timeout_ms,
         )
+        throttle_metadata_updates(producer.client, self._metadata_backoff_s)
         try:
             await producer.start()
         except KafkaError as exc:
@@ -242,6 +245,36 @@ class KafkaBus:
             client_id=self._client_id,
             session_timeout_ms=self._session_timeout_ms,
         )
+
+
+def throttle_metadata_updates(client: Any, backoff_s: float) -> None:
+    """After a failed metadata update, start the next one only `backoff_s` later.
+
+    aiokafka asks for a metadata update whenever a connection fails, and its producer
+    sender asks again as soon as an update ends while a partition's leader is unknown;
+    with the broker down a refused connection fails each update at once, so an idle
+    ingest spun a whole core (about 8,000 updates a second) for as long as the broker was
+    away, starving the machine it shares with the broker's restart.
+    """
+    update = client.force_metadata_update
+    retry_at = 0.0
+
+    def force_metadata_update() -> asyncio.Future[bool]:
+        loop = asyncio.get_running_loop()
+
+        async def after_backoff() -> bool:
+            nonlocal retry_at
+            wait = retry_at - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            updated = bool(await update())
+            if not updated:
+                retry_at = loop.time() + backoff_s
+            return updated
+
+        return asyncio.ensure_future(after_backoff())
+
+    client.force_metadata_update = force_metadata_update
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]

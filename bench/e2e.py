@@ -8,7 +8,8 @@
    product views; latency = from the start of the ingest request to the SMTP server's 250
    for that contact's welcome email (p50/p99). If no email arrives (e.g. a render error),
    the latency to the sender's ledger settling the message is reported instead.
-3. CPU per service process (utime + stime from /proc/<pid>/stat) during each phase.
+3. CPU per service process (utime + stime from /proc/<pid>/stat) during each phase, and
+   with no load at all (`idle`: what the services cost just waiting).
 
 Needs the broker of `make infra-up` (127.0.0.1:9092) and starts an embedded PostgreSQL
 (pgserver) of its own. Writes bench/results/e2e.json.
@@ -168,6 +169,19 @@ async def throughput(system: System, total: int) -> dict[str, Any]:
     }
 
 
+async def idle(system: System, seconds: float) -> dict[str, Any]:
+    """What the system costs doing nothing: CPU per process over `seconds` without load."""
+    await asyncio.sleep(3)  # startup work (topic metadata, first polls) settles
+    before = cpu_snapshot(system.procs)
+    started = time.monotonic()
+    await asyncio.sleep(seconds)
+    wall = time.monotonic() - started
+    return {
+        "seconds": round(wall, 1),
+        "cpu": cpu_report(before, cpu_snapshot(system.procs), system.procs, wall),
+    }
+
+
 async def latency(system: System, rate: int, seconds: float) -> dict[str, Any]:
     per_tick = max(10, rate // 10)
     orders_per_tick = max(1, per_tick // 10)
@@ -308,7 +322,9 @@ async def main() -> None:
     parser.add_argument("--rate", type=int, default=500)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument(
-        "--phases", default="throughput,latency", help="which phases to run, comma-separated"
+        "--phases",
+        default="idle,throughput,latency",
+        help="which phases to run, comma-separated (idle: CPU with no load)",
     )
     parser.add_argument(
         "--spans",
@@ -350,6 +366,10 @@ async def main() -> None:
         print(f"system ready in {startup:.1f} s", flush=True)
         tput: dict[str, Any] = {}
         lat: dict[str, Any] = {}
+        quiet: dict[str, Any] = {}
+        if "idle" in args.phases:
+            quiet = await idle(system, 10.0)
+            print(json.dumps({"idle": quiet}, indent=2), flush=True)
         if "throughput" in args.phases:
             tput = await throughput(system, args.events)
             print(json.dumps({"throughput": tput}, indent=2), flush=True)
@@ -371,6 +391,7 @@ async def main() -> None:
         "kafka": args.kafka,
         "layout": dict(system.layout),
         "startup_s": round(startup, 1),
+        "idle": quiet,
         "throughput": tput,
         "latency": lat,
         "goals": {"sustained_events_per_s": 15000, "p50_ms": 30, "p99_ms": 200},

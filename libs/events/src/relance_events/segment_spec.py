@@ -474,26 +474,9 @@ def map_message_encoded(
 ) -> list[EncodedProduced]:
     """`map_message` with its events in their wire form: for a producer that publishes
     them as they are (ingest), and saves building and serializing each model."""
-    if type(message) is dict and _envelope_checked(shop_id, source, received_at):
-        earliest, latest = _window(received_at, max_age, max_ahead)
-        plain = _plain_track(
-            message, shop_id, received_at, message_type, earliest, latest, source, trace
-        )
-        if plain is not None:
-            return [plain]
-    produced = _map(
-        message,
-        shop_id,
-        received_at,
-        index,
-        message_type,
-        max_age,
-        max_ahead,
-        source,
-        trace,
-        encoded=True,
+    return _EncodedMapper(shop_id, received_at, max_age, max_ahead, source, trace).map(
+        message, index, message_type
     )
-    return produced  # type: ignore[return-value]  # wire forms only, as encoded=True
 
 
 def map_messages_encoded(
@@ -509,38 +492,70 @@ def map_messages_encoded(
     """`map_message_encoded` over a request's (type, message) pairs, each indexed by its
     position: all they produce, in order, or `SegmentValidationError` naming every bad
     field of them all."""
+    mapper = _EncodedMapper(shop_id, received_at, max_age, max_ahead, source, trace)
     produced: list[EncodedProduced] = []
     errors: list[dict[str, Any]] = []
-    plain_envelope = _envelope_checked(shop_id, source, received_at)
-    earliest, latest = _window(received_at, max_age, max_ahead)
     for index, (message_type, message) in enumerate(messages):
-        if plain_envelope and type(message) is dict:
-            plain = _plain_track(
-                message, shop_id, received_at, message_type, earliest, latest, source, trace
-            )
-            if plain is not None:
-                produced.append(plain)
-                continue
         try:
-            produced.extend(
-                _map(  # type: ignore[arg-type]  # wire forms only, as encoded=True
-                    message,
-                    shop_id,
-                    received_at,
-                    index,
-                    message_type,
-                    max_age,
-                    max_ahead,
-                    source,
-                    trace,
-                    encoded=True,
-                )
-            )
+            produced.extend(mapper.map(message, index, message_type))
         except SegmentValidationError as exc:
             errors.extend(exc.errors)
     if errors:
         raise SegmentValidationError(errors)
     return produced
+
+
+class _EncodedMapper:
+    """The wire path for the messages of one request: `_plain_track` where it answers,
+    `_map` otherwise; what depends only on the request is worked out once."""
+
+    def __init__(
+        self,
+        shop_id: str,
+        received_at: datetime,
+        max_age: timedelta | None,
+        max_ahead: timedelta | None,
+        source: str,
+        trace: TraceContext | None,
+    ) -> None:
+        self.shop_id = shop_id
+        self.received_at = received_at
+        self.max_age = max_age
+        self.max_ahead = max_ahead
+        self.source = source
+        self.trace = trace
+        self.plain_envelope = _envelope_checked(shop_id, source, received_at)
+        self.earliest, self.latest = _window(received_at, max_age, max_ahead)
+
+    def map(
+        self, message: object, index: int, message_type: MessageType | None
+    ) -> list[EncodedProduced]:
+        if self.plain_envelope and type(message) is dict:
+            plain = _plain_track(
+                message,
+                self.shop_id,
+                self.received_at,
+                message_type,
+                self.earliest,
+                self.latest,
+                self.source,
+                self.trace,
+            )
+            if plain is not None:
+                return [plain]
+        produced = _map(
+            message,
+            self.shop_id,
+            self.received_at,
+            index,
+            message_type,
+            self.max_age,
+            self.max_ahead,
+            self.source,
+            self.trace,
+            encoded=True,
+        )
+        return produced  # type: ignore[return-value]  # wire forms only, as encoded=True
 
 
 def _map(

@@ -334,6 +334,13 @@ async def main() -> None:
     parser.add_argument(
         "--kafka", default=os.environ.get("RELANCE_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
     )
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for every service (repeatable), e.g. RELANCE_CONSUMER_BATCH_SIZE=16",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "e2e.json")
     args = parser.parse_args()
 
@@ -356,6 +363,7 @@ async def main() -> None:
             **({} if args.spans else {"RELANCE_OTEL_EXPORTER": "none"}),
             "RELANCE_LOG_LEVEL": "WARNING",
             "RELANCE_DB_POOL_MAX": "20",
+            **dict(setting.split("=", 1) for setting in args.env),
         },
     )
     load_before = os.getloadavg()
@@ -390,6 +398,7 @@ async def main() -> None:
         },
         "kafka": args.kafka,
         "layout": dict(system.layout),
+        "settings": args.env,
         "startup_s": round(startup, 1),
         "idle": quiet,
         "throughput": tput,

@@ -100,9 +100,19 @@ class KafkaBus:
         self._producer = producer
 
     async def stop(self) -> None:
-        if self._producer is not None:
-            await self._producer.stop()
-            self._producer = None
+        """Stop the producer, waiting at most `delivery_timeout_s` for unsent batches.
+
+        aiokafka's stop waits until every pending batch is delivered, which never happens
+        while the broker is down; their publishes have failed (or will) with
+        `BusUnavailable`, so nothing acknowledged is dropped by giving up on them.
+        """
+        producer, self._producer = self._producer, None
+        if producer is None:
+            return
+        try:
+            await asyncio.wait_for(producer.stop(), timeout=self._delivery_timeout_s)
+        except TimeoutError:
+            log.warning("the Kafka producer did not flush in time; unsent batches dropped")
 
     async def ensure_topics(self) -> None:
         admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap, client_id=self._client_id)

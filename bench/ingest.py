@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import os
 import resource
@@ -44,6 +43,7 @@ from typing import Any
 import httpx
 import orjson
 import uvloop
+from loadgen import RawConnection, basic_auth, post_request
 
 RESULTS = Path(__file__).parent / "results" / "ingest.json"
 DEV_KEY = "bench-write-key"
@@ -166,49 +166,22 @@ def _message(i: int) -> dict[str, Any]:
     }
 
 
-class _Connection:
-    """A minimal keep-alive HTTP/1.1 client: httpx costs more CPU than the server under test."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-
-    async def post(self, request: bytes) -> int:
-        self.writer.write(request)
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        status = int(head[9:12])
-        length = 0
-        for line in head.split(b"\r\n"):
-            if line[:15].lower() == b"content-length:":
-                length = int(line[15:])
-        await self.reader.readexactly(length)
-        return status
-
-
-def _request(host: str, path: str, auth: str, body: bytes) -> bytes:
-    return (
-        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Basic {auth}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-    ).encode() + body
-
-
 async def _run(
     url: str, key: str, *, batch: int, concurrency: int, duration_s: float
 ) -> dict[str, Any]:
     latencies: list[float] = []
     errors = 0
-    host = url.removeprefix("http://").rstrip("/")
-    address, port = host.split(":")
-    auth = base64.b64encode(f"{key}:".encode()).decode()
+    auth = basic_auth(key)
     # Built before the clock starts, so the generator's CPU goes to sending and reading.
     count = 60_000 if batch == 1 else 1_500
     if batch == 1:
         requests_pool = [
-            _request(host, "/v1/track", auth, orjson.dumps(_message(i))) for i in range(count)
+            post_request(url, "/v1/track", auth, orjson.dumps(_message(i))) for i in range(count)
         ]
     else:
         requests_pool = [
-            _request(
-                host,
+            post_request(
+                url,
                 "/v1/batch",
                 auth,
                 orjson.dumps({"batch": [_message(i * batch + j) for j in range(batch)]}),
@@ -219,7 +192,7 @@ async def _run(
 
     async def worker(w: int) -> None:
         nonlocal errors
-        connection = _Connection(*await asyncio.open_connection(address, int(port)))
+        connection = await RawConnection.open(url)
         i = w
         while time.perf_counter() < deadline:
             request = requests_pool[i % len(requests_pool)]
@@ -229,7 +202,7 @@ async def _run(
             latencies.append(time.perf_counter() - started)
             if status != 200:
                 errors += 1
-        connection.writer.close()
+        connection.close()
 
     cpu_before = resource.getrusage(resource.RUSAGE_SELF)
     wall = time.perf_counter()

@@ -568,6 +568,27 @@ class System:
         finally:
             await conn.close()
 
+    async def wait_drained(self, services: Sequence[str], *, timeout_s: float = 120.0) -> None:
+        """Wait until each service's consumer groups have committed up to the end of every
+        partition they read: every record consumed, including those a service skips
+        unread (views no plan or aggregate reads leave no inbox row)."""
+        from relance_runtime.bus.messages import TopicNames
+        from relance_runtime.ops.status import kafka_lag
+        from relance_runtime.registry import SUBSCRIPTIONS
+
+        subscriptions = {s: SUBSCRIPTIONS[s] for s in services}  # type: ignore[index]
+        deadline = time.monotonic() + timeout_s
+        while True:
+            lags = await kafka_lag(
+                self.kafka_bootstrap, TopicNames(self.topic_prefix), subscriptions
+            )
+            behind = {f"{x.group}:{x.topic}/{x.partition}": x.lag for x in lags if x.lag}
+            if lags and not behind:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"consumers not drained after {timeout_s}s: {behind}")
+            await asyncio.sleep(1.0)
+
     async def wait_mail(
         self, address: str, count: int = 1, *, timeout_s: float = 60.0, where: Any = None
     ) -> list[Mail]:

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from .conftest import clone_database, drop_database
-from .harness import REPO, System, event_ids, free_port, post_batch, track
+from .harness import REPO, System, event_ids, free_port, identify, post_batch
 
 KAFKA_SH = REPO / "deploy" / "kafka" / "kafka.sh"
 OUTAGE_S = 30.0
@@ -62,7 +62,7 @@ async def test_broker_stopped_30s_during_ingest(
     outage_system: tuple[System, dict[str, str]],
 ) -> None:
     """Stopped: the whole broker (kafka.sh down) for 30 s while a client posts one batch of
-    10 messages every 100 ms, never retrying (each batch has its own messageIds). Oracle:
+    10 identifies every 100 ms, never retrying (each batch has its own messageIds). Oracle:
     every batch answered 2xx has all its event ids in `runtime_inbox` for segmentation
     and orchestrator once the broker is back (nothing acknowledged lost); batches answered
     503 carry Retry-After; no process exited and each is ready again without a restart
@@ -80,13 +80,9 @@ async def test_broker_stopped_30s_during_ingest(
         async with httpx.AsyncClient(timeout=60) as http:
             n = 0
             while not stop.is_set():
+                # identifies: both consumers apply them, so each is in both inboxes
                 batch = [
-                    track(
-                        f"u-out-{n % 50}",
-                        "Product Viewed",
-                        {"product_id": f"p-{n}-{i}"},
-                        system.now(),
-                    )
+                    identify(f"u-out-{n % 50}", {"first_name": f"N{n}-{i}"}, system.now())
                     for i in range(10)
                 ]
                 n += 1

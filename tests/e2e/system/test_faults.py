@@ -3,7 +3,8 @@ outage, 4, is in test_broker_outage.py on a broker of its own).
 
 The messages counted are abandoned-cart reminders (`abandoned_cart/reminder_1`): a contact
 identifies with email consent and adds a product; moving the shared clock 3 h makes every
-reminder due at once. Oracles: `runtime_inbox` (event ids each consumer applied),
+reminder due at once. Oracles: `runtime_inbox` (event ids each consumer applied; product
+views are consumed but applied by neither, so consumer-group lag covers them),
 `orchestrator_journal` (one `requested` per message), `sender_ledger` (one row per message
 id) and the SMTP mailbox (Message-IDs). Tests run in file order on one shared system.
 """
@@ -88,6 +89,13 @@ async def ingest_all(system: System, messages: Sequence[dict[str, Any]], batch: 
 
 def expected_ids(messages: Sequence[dict[str, Any]]) -> list[uuid.UUID]:
     return [i for ids in event_ids(messages).values() for i in ids]
+
+
+def applied_ids(messages: Sequence[dict[str, Any]]) -> list[uuid.UUID]:
+    """The event ids both consumers apply, so find in their inbox: identifies (with their
+    consent change) and cart changes. Product views are consumed by both but applied by
+    neither (no plan or aggregate reads them); `System.wait_drained` covers those."""
+    return expected_ids([m for m in messages if m.get("event") != "Product Viewed"])
 
 
 async def wait_inbox(
@@ -180,7 +188,8 @@ async def test_segmentation_and_orchestrator_killed_five_times_while_10000_event
     drain, no commit), five times at random points (0.5-3 s apart) while 10,000 Segment
     messages (1,000 contacts x identify + Product Added + 8 views) flow; each is restarted
     at once (without waiting for readiness, so a later kill may hit a starting process).
-    Oracle: every event id is in `runtime_inbox` for both consumers; each contact has
+    Oracle: every identify and cart event id is in `runtime_inbox` for both consumers,
+    and both groups consumed every record (the views, which neither applies); each contact has
     exactly one `abandoned_cart/reminder_1` in the journal, in the ledger and in the SMTP
     mailbox (by Message-ID) after the clock moves 3 h; segmentation holds one open cart
     per contact."""
@@ -190,7 +199,10 @@ async def test_segmentation_and_orchestrator_killed_five_times_while_10000_event
     assert len(messages) == 10_000
     rng.shuffle(messages)  # contacts' messages interleave; per-contact order is the batch order
     messages.sort(key=lambda m: m["type"] != "identify")  # identifies first, like a real shop
-    ids = expected_ids(messages)
+    ids = applied_ids(messages)
+    applied = set(ids)
+    views = [i for i in expected_ids(messages) if i not in applied]
+    assert len(views) == 8_000
 
     flow = asyncio.create_task(ingest_all(system, messages))
     for _ in range(5):
@@ -205,6 +217,13 @@ async def test_segmentation_and_orchestrator_killed_five_times_while_10000_event
     await asyncio.to_thread(system.wait_ready, [p for p in system.procs if p.alive], 180.0)
     await wait_inbox(system, "segmentation", ids, timeout_s=240)
     await wait_inbox(system, "orchestrator", ids, timeout_s=240)
+    await system.wait_drained(["segmentation", "orchestrator"])
+    assert (
+        await system.fetchval(
+            "SELECT count(*) FROM runtime_inbox WHERE event_id = ANY($1::uuid[])", views
+        )
+        == 0
+    )
     await system.wait_until(
         "SELECT count(*) FROM orchestrator_timers WHERE shop_id = $1"
         " AND contact_key = ANY($2::text[]) AND timer_key LIKE 'abandoned_cart/%'",
@@ -230,11 +249,12 @@ async def test_adding_and_removing_instances_mid_batch_loses_and_duplicates_noth
     flow (rebalance of every group); removed (SIGTERM: drain, commit, leave) one original
     instance of each a few seconds later; during the reminder sends, a fourth sender is
     added and the third removed. Oracle: no process exited other than the removed ones
-    (exit 0, no crash loop) and all are ready; every event id is in both inboxes; exactly
+    (exit 0, no crash loop) and all are ready; every identify and cart event id is in both
+    inboxes and both groups consumed every record; exactly
     one reminder per contact in journal, ledger and mailbox."""
     users = [f"u-{fresh}-{i}" for i in range(200)]
     messages = [m for u in users for m in cart_story(system, u)]
-    ids = expected_ids(messages)
+    ids = applied_ids(messages)
     flow = asyncio.create_task(ingest_all(system, messages, batch=50))
     added = [system.spawn(s, wait=False) for s in ("segmentation", "orchestrator", "sender")]
     await asyncio.to_thread(system.wait_ready, added, 120.0)
@@ -244,6 +264,7 @@ async def test_adding_and_removing_instances_mid_batch_loses_and_duplicates_noth
     await flow
     await wait_inbox(system, "segmentation", ids, timeout_s=180)
     await wait_inbox(system, "orchestrator", ids, timeout_s=180)
+    await system.wait_drained(["segmentation", "orchestrator"])
     await system.wait_until(
         "SELECT count(*) FROM orchestrator_timers WHERE shop_id = $1"
         " AND contact_key = ANY($2::text[]) AND timer_key LIKE 'abandoned_cart/%'",

@@ -23,12 +23,14 @@ from relance_events.payloads import (
     ContactAliased,
     ContactIdentified,
     ContactTraits,
+    CustomTracked,
     EmailOpened,
     LineItem,
     LinkClicked,
     MessageRequested,
     MessageSent,
     OrderCompleted,
+    PageViewed,
     Payload,
 )
 from relance_orchestrator.bootstrap import build, wire
@@ -114,6 +116,30 @@ async def test_order_requests_welcome_once_and_the_timer_loop_fires_second_purch
     fired = await wait_for(lambda: _steps(platform, "ann", 2))
     assert [e.payload.step for e in fired] == ["welcome", "second_purchase"]
     assert fired[1].payload.message_id == welcome_id("ann", "second_purchase")
+
+
+async def test_views_no_plan_reads_are_skipped_before_the_database(
+    platform: Platform, component: Component
+) -> None:
+    """Page and product views (most of a shop's stream) reach no plan: the consumer skips
+    them by type, undecoded, and never locks or creates a contact for them."""
+    views = [
+        ev(CustomTracked(name="Product Viewed", properties={"product_id": "p1"}), "viewer", T0),
+        ev(PageViewed(name="Home"), "viewer", T0),
+    ]
+    await platform.bus.publish([*views, order("buyer", "o-marker", T0)])
+    await wait_for(lambda: _steps(platform, "buyer", 1))  # the consumer went past the views
+    async with platform.pool.acquire() as conn:
+        claimed = await conn.fetchval(
+            "SELECT count(*) FROM runtime_inbox WHERE consumer = 'orchestrator'"
+            " AND event_id = ANY($1::uuid[])",
+            [v.event_id for v in views],
+        )
+        viewer = await conn.fetchval(
+            "SELECT count(*) FROM orchestrator_contacts WHERE contact_key = 'viewer'"
+        )
+    assert (claimed, viewer) == (0, 0)
+    assert sum(c.stats.skipped_unwanted for c in component.consumers) >= len(views)
 
 
 async def _steps(platform: Platform, contact: str, n: int) -> list[Event[MessageRequested]]:

@@ -14,14 +14,22 @@ from relance_events import deterministic_id, new_event
 from relance_events.payloads import (
     CartChanged,
     ConsentChanged,
+    CustomTracked,
     EmailOpened,
+    LifecycleStageChanged,
     LineItem,
+    MessageBounced,
+    MessageDelivered,
+    MessageFailed,
     OrderCompleted,
+    PageViewed,
     Payload,
+    RfmSegmentChanged,
     SurveyAnswered,
 )
 from relance_orchestrator.domain.engine import Engine
 from relance_orchestrator.domain.facts import ShopFacts
+from relance_orchestrator.domain.state import ContactState
 from relance_orchestrator.domain.timing import SMS_DEFAULT_WINDOW, zone
 from relance_orchestrator.plans.loader import load_plans, parse_plan
 from relance_orchestrator.simulate import Simulation
@@ -39,7 +47,25 @@ steps:
   - {name: nudge, channel: sms, delay: {hours: 5}, when: [{kind: cart, state: open}]}
 """
 )
-PLANS = (*load_plans(), SMS_CART)
+PLANS = (*load_plans(examples=["back_in_stock"]), SMS_CART)
+CUSTOM_NAMES = ("Back In Stock", "Product Viewed", "Wishlist Added")
+
+
+def _unread_payload(kind: str, contact: str, now: datetime) -> Payload:
+    match kind:
+        case "page":
+            return PageViewed(name="Home", url="https://shop.example/")
+        case "lifecycle":
+            return LifecycleStageChanged(user_id=contact, current="loyal", as_of=now)
+        case "rfm":
+            return RfmSegmentChanged(user_id=contact, current="champions", r=5, f=5, m=5, as_of=now)
+        case "delivered":
+            return MessageDelivered(message_id="m1", channel="email")
+        case "failed":
+            return MessageFailed(message_id="m1", channel="email", reason="x", permanent=True)
+        case "bounced":
+            return MessageBounced(message_id="m1", channel="email", kind="hard")
+    raise AssertionError(kind)
 
 
 def _sim() -> Simulation:
@@ -142,6 +168,44 @@ class EngineMachine(RuleBasedStateMachine):
                 ),
                 contact,
             )
+
+    @rule(contact=st.sampled_from(CONTACTS), name=st.sampled_from(CUSTOM_NAMES))
+    def custom(self, contact: str, name: str) -> None:
+        payload = CustomTracked(name=name, properties={"product_id": "p1"})
+        if self.sim.engine.interest.wants(self._event(payload, contact)):
+            self._emit(payload, contact)
+        else:
+            self._unread(payload, contact)
+
+    @rule(
+        contact=st.sampled_from(CONTACTS),
+        kind=st.sampled_from(["page", "lifecycle", "rfm", "delivered", "failed", "bounced"]),
+    )
+    def unread(self, contact: str, kind: str) -> None:
+        self._unread(_unread_payload(kind, contact, self.now), contact)
+
+    def _event(self, payload: Payload, contact: str) -> Any:
+        return new_event(
+            payload,
+            shop_id="shop",
+            contact_key=contact,
+            source="test",
+            occurred_at=self.now,
+            event_id=deterministic_id("unread", str(len(self.log))),
+        )
+
+    def _unread(self, payload: Payload, contact: str) -> None:
+        """An event outside the engine's interest changes nothing (so a consumer may skip
+        it before loading the contact): same state, no commands."""
+        self.sim.run_until(self.now)
+        self._check_new_sends()
+        event = self._event(payload, contact)
+        assert not self.sim.engine.interest.wants(event)
+        state = self.sim.states.get(contact) or ContactState.new("shop", contact)
+        after, commands = self.sim.engine.decide(state, event, self.now, self.sim.shop)
+        assert commands == ()
+        assert after == state
+        self.log.append(event)  # the replay feeds it too, and must skip it alike
 
     @invariant()
     def one_send_per_instance_step(self) -> None:

@@ -365,10 +365,12 @@ class ConsumerLoop:
 
 def offsets_of(records: Sequence[Record]) -> Mapping[TopicPartition, int]:
     """The `{partition: last offset + 1}` map to commit once `records` are done."""
-    out: dict[TopicPartition, int] = {}
-    for r in records:
-        out[r.tp] = max(out.get(r.tp, 0), r.offset + 1)
-    return out
+    last: dict[tuple[str, int], int] = {}
+    for r in records:  # every record of every poll: plain tuples, one object per partition
+        key = (r.topic, r.partition)
+        if r.offset >= last.get(key, -1):
+            last[key] = r.offset
+    return {TopicPartition(topic, partition): o + 1 for (topic, partition), o in last.items()}
 
 
 __all__ = [

@@ -31,7 +31,7 @@ from relance_runtime.consumer import BatchHandler, ConsumerLoop
 from relance_runtime.db import Connection, create_pool, migrate, start_embedded_postgres
 from relance_runtime.errors import BusUnavailable
 from relance_runtime.outbox import Outbox, OutboxRelay, TableOutbox
-from relance_runtime.registry import SUBSCRIPTIONS, ServiceName
+from relance_runtime.registry import SUBSCRIPTIONS, ServiceName, Subscription
 from relance_runtime.settings import CommonSettings
 from relance_runtime.tokens import TokenSigner
 
@@ -92,11 +92,18 @@ class Platform:
             commit_interval_s=self.settings.consumer_commit_interval_s,
         )
 
-    def consumers_for(self, service: ServiceName, handler: BatchHandler) -> list[ConsumerLoop]:
+    def consumers_for(
+        self,
+        service: ServiceName,
+        handler: BatchHandler,
+        *,
+        reads: frozenset[str] | None = None,
+    ) -> list[ConsumerLoop]:
         """One consumer loop per subscription of `service` (the registry's groups, topics
-        and event types)."""
+        and event types). `reads` narrows the event types further: the service knows what
+        it reads (an orchestrator, from its plans), and the rest is skipped undecoded."""
         return [
-            self.consumer_loop(s.group, s.topics, handler, event_types=s.event_types)
+            self.consumer_loop(s.group, s.topics, handler, event_types=narrowed(s, reads))
             for s in SUBSCRIPTIONS[service]
         ]
 
@@ -110,6 +117,15 @@ class Platform:
         if self.relay is not None:
             checks["outbox_relay"] = self.relay.healthy
         return checks
+
+
+def narrowed(subscription: Subscription, reads: frozenset[str] | None) -> frozenset[str] | None:
+    """The event types a subscription's loop hands over: both filters (None is all)."""
+    if reads is None:
+        return subscription.event_types
+    if subscription.event_types is None:
+        return reads
+    return subscription.event_types & reads
 
 
 def resolve_dsn(settings: CommonSettings) -> str:

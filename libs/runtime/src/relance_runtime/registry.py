@@ -29,7 +29,7 @@ class Subscription:
 
 SUBSCRIPTIONS: Final[dict[ServiceName, tuple[Subscription, ...]]] = {
     "ingest": (),
-    "segmentation": (Subscription("segmentation", (topics.EVENTS, topics.MESSAGE_STATUS)),),
+    "segmentation": (Subscription("segmentation", (topics.EVENTS,)),),
     "orchestrator": (
         Subscription(
             "orchestrator",

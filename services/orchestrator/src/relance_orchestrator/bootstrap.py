@@ -2,6 +2,8 @@
 
 - A consumer of `SUBSCRIPTIONS["orchestrator"]` (events, segments, message status): each
   batch in one transaction (inbox claim + state + timers + journal + runtime outbox).
+  Event types the plans cannot act on (page and product views, segment changes) are
+  skipped by their header, undecoded.
 - The timer loop, a background task reading `platform.clock` (or the clock given).
 - `GET /v1/plans/stats` (admin key).
 """
@@ -93,7 +95,9 @@ def build(
     return Component(
         SERVICE,
         routers=[build_router(wiring.deps)],
-        consumers=platform.consumers_for(SERVICE, wiring.handler),
+        consumers=platform.consumers_for(
+            SERVICE, wiring.handler, reads=wiring.orchestrator.engine.interest.types
+        ),
         background=[wiring.timers.run],
     )
 

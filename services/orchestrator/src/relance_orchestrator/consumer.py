@@ -25,13 +25,21 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class EventHandler:
     """A whole batch in ONE transaction: inbox claim, every new event's effect, the
-    produced `message.requested` events in the runtime outbox. `now` is read once."""
+    produced `message.requested` events in the runtime outbox. `now` is read once.
+
+    Events no plan can act on (`Engine.interest`: a custom event no plan names) are
+    skipped before the inbox: they would change nothing, so there is nothing to dedupe.
+    Most are skipped earlier still, by type, before decoding (see `bootstrap`)."""
 
     orchestrator: Orchestrator
     pool: asyncpg.Pool
     clock: Clock
 
     async def __call__(self, deliveries: Sequence[Delivery]) -> None:
+        wants = self.orchestrator.engine.interest.wants
+        deliveries = [d for d in deliveries if wants(d.event)]
+        if not deliveries:
+            return
         async with self.pool.acquire() as conn, conn.transaction():
             new = await claim_new(conn, SERVICE, [d.event.event_id for d in deliveries])
             now = self.clock.now()

@@ -51,9 +51,12 @@ class Simulation:
     _timers: dict[tuple[str, str], datetime] = field(default_factory=dict)
 
     def feed(self, event: Event[Any]) -> tuple[Command, ...]:
-        """Fire every timer due up to the event, then apply it at its own time."""
+        """Fire every timer due up to the event, then apply it at its own time (unless no
+        plan can act on it, as the service skips it)."""
         at = max(event.occurred_at, self.now)
         self.run_until(at)
+        if not self.engine.interest.wants(event):
+            return ()
         if isinstance(event.payload, ContactAliased):
             return self._alias(event.contact_key, event.payload, at)
         state = self.states.get(event.contact_key)

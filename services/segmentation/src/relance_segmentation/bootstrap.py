@@ -10,6 +10,7 @@ from relance_runtime.host import ServiceComponent
 from relance_runtime.platform import Platform
 from relance_runtime.service import Component
 from relance_segmentation.adapters.postgres import SegmentationRepository
+from relance_segmentation.domain.aggregates import RELEVANT_TYPES
 from relance_segmentation.http import HttpDeps, build_router
 from relance_segmentation.services import SegmentationService
 from relance_segmentation.settings import SegmentationSettings
@@ -30,7 +31,8 @@ def build_service(platform: Platform, settings: SegmentationSettings) -> Segment
 def build(platform: Platform) -> ServiceComponent:
     settings = SegmentationSettings()
     service = build_service(platform, settings)
-    consumers = platform.consumers_for("segmentation", service.handle)
+    # Events no aggregate reads (page and product views...) are skipped undecoded.
+    consumers = platform.consumers_for("segmentation", service.handle, reads=RELEVANT_TYPES)
     router = build_router(
         HttpDeps(pool=platform.pool, repo=service.repo, keys=platform.keys, clock=platform.clock)
     )

@@ -40,14 +40,23 @@ RawParts = tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]
 
 def record_of(message: Any) -> Record:
     """A bus `Record` from an aiokafka `ConsumerRecord`."""
+    headers = message.headers
+    if not headers:
+        headers = ()
+    elif type(headers[0][1]) is bytes:  # what aiokafka's record parser gives: no copy
+        headers = tuple(headers)
+    else:
+        headers = tuple((k, bytes(v)) for k, v in headers)
+    value = message.value
+    # Positional: every consumer group reads every record of its topics, skipped or not.
     return Record(
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-        key=message.key,
-        value=message.value if message.value is not None else b"",
-        headers=tuple((k, bytes(v)) for k, v in (message.headers or ())),
-        timestamp_ms=message.timestamp,
+        message.topic,
+        message.partition,
+        message.offset,
+        message.key,
+        value if value is not None else b"",
+        headers,
+        message.timestamp,
     )
 
 

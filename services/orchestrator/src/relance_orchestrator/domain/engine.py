@@ -20,6 +20,7 @@ from relance_events.payloads import (
     CartChanged,
     CheckoutStarted,
     ConsentChanged,
+    ContactAliased,
     ContactIdentified,
     CustomTracked,
     EmailOpened,
@@ -44,6 +45,7 @@ from relance_orchestrator.domain.commands import (
 from relance_orchestrator.domain.conditions import Context, all_hold
 from relance_orchestrator.domain.errors import IllegalTransition
 from relance_orchestrator.domain.facts import (
+    FACT_PAYLOADS,
     ContactFacts,
     Order,
     SendRecord,
@@ -95,6 +97,43 @@ def _matches(kind: EventKind, name: str | None, payload: Payload) -> bool:
     if event_kind(payload) != kind:
         return False
     return name is None or (isinstance(payload, CustomTracked) and payload.name == name)
+
+
+@dataclass(frozen=True, slots=True)
+class Interest:
+    """The events a set of plans can act on; a consumer may skip the others unread.
+
+    `types` are event types (what a consumer can filter by, before decoding);
+    `custom_names` narrows `custom.tracked` to the names some plan listens to (None: every
+    name, as a plan listening to any custom event needs)."""
+
+    types: frozenset[str]
+    custom_names: frozenset[str] | None
+
+    def wants(self, event: Event[Any]) -> bool:
+        if event.type not in self.types:
+            return False
+        payload = event.payload
+        if isinstance(payload, CustomTracked) and self.custom_names is not None:
+            return payload.name in self.custom_names
+        return True
+
+
+def interest_of(plans: Sequence[Plan]) -> Interest:
+    """What the facts learn from, aliases (merged by the engine), and the custom events
+    the plans' triggers, exits and event steps name. Any other event leaves a contact's
+    state and commands as they were (a property test holds the engine to it)."""
+    types = {cls.TYPE for cls in FACT_PAYLOADS} | {ContactAliased.TYPE}
+    names: set[str | None] = set()
+    for plan in plans:
+        names.update(t.name for t in plan.triggers if t.event == "custom")
+        names.update(e.name for e in plan.exits if e.event == "custom")
+        if any(step.event == "custom" for step in plan.steps):
+            names.add(None)  # an event step takes any custom event
+    if not names:
+        return Interest(frozenset(types), frozenset())
+    custom_names = None if None in names else frozenset(n for n in names if n is not None)
+    return Interest(frozenset(types | {CustomTracked.TYPE}), custom_names)
 
 
 def message_id_for(shop_id: str, contact_key: str, plan: str, step: str, instance_id: str) -> str:
@@ -579,6 +618,7 @@ class Engine:
         self.policy = policy or Policy()
         self._order = {m.plan.name: (m.plan.priority, i) for i, m in enumerate(self.machines)}
         self._by_name = {m.plan.name: m for m in self.machines}
+        self.interest = interest_of([m.plan for m in self.machines])
 
     def decide(
         self, state: ContactState, event: Input, now: datetime, shop: ShopFacts

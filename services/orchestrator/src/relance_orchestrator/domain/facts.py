@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import Field
 
@@ -204,6 +204,24 @@ def _order(payload: OrderCompleted, at: datetime) -> Order:
             for i in items[:ORDER_LINES_KEPT]
         ),
     )
+
+
+# The payloads `reduce_facts` learns from (or, for `message.sent`, passes on to the plans as
+# news); it leaves the facts as they are for any other.
+FACT_PAYLOADS: Final = (
+    OrderCompleted,
+    OrderRefunded,
+    CartChanged,
+    CheckoutStarted,
+    ContactIdentified,
+    ContactTraitsChanged,
+    ConsentChanged,
+    EmailOpened,
+    LinkClicked,
+    SurveyAnswered,
+    LoyaltyTierChanged,
+    MessageSent,
+)
 
 
 def reduce_facts(facts: ContactFacts, event: Event[Any]) -> tuple[ContactFacts, bool]:

@@ -63,7 +63,9 @@ from relance_orchestrator.simulate import Simulation
 from relance_runtime.bus.kafka import KafkaBus
 from relance_runtime.bus.messages import TopicNames, to_message
 from relance_runtime.db import migrate
+from relance_runtime.gc_tuning import parse_thresholds, tune_gc
 from relance_runtime.outbox import OutboxRelay, TableOutbox
+from relance_runtime.settings import CommonSettings
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results" / "timers.json"
@@ -290,6 +292,8 @@ async def _fire(job: ProcessJob) -> dict[str, Any]:
         outbox=TableOutbox(lambda event: to_message(event, names)),
         shops=PostgresShopDirectory(timezone="UTC"),
     )
+    # As `relance serve` does once started (RELANCE_GC_THRESHOLDS).
+    tune_gc(parse_thresholds(CommonSettings().gc_thresholds))
     offset = timedelta(seconds=job.offset_s)
     lateness: list[float] = []
     fired = 0

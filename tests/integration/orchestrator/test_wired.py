@@ -328,6 +328,32 @@ async def test_stats_count_requested_sent_opened_clicked_and_converted(
     assert "PlanStatsResponse" in schema["components"]["schemas"]
 
 
+async def test_status_of_a_message_requested_in_the_same_batch_is_tracked_once(
+    platform: Platform, clock: FixedClock
+) -> None:
+    """Statuses are journalled with the batch's writes, after its requests: a `sent` and
+    two opens arriving in the batch that requested the message count once each."""
+    orchestrator = wire(platform, OrchestratorSettings(), clock).orchestrator
+    mid = welcome_id("dan")
+    at = T0 + timedelta(minutes=1)
+    batch = [
+        order("dan", "o1", T0),
+        ev(MessageSent(message_id=mid, channel="email"), "dan", at),
+        ev(EmailOpened(message_id=mid), "dan", at),
+        ev(EmailOpened(message_id=mid), "dan", at + timedelta(minutes=1)),
+        ev(MessageSent(message_id="never-requested", channel="email"), "dan", at),
+    ]
+    async with platform.pool.acquire() as conn, conn.transaction():
+        await orchestrator.handle_events(conn, batch, clock.now())
+    async with platform.pool.acquire() as conn:
+        kinds = await conn.fetch(
+            "SELECT kind, count(*) AS n FROM orchestrator_journal WHERE message_id = ANY($1)"
+            " GROUP BY kind ORDER BY kind",
+            [mid, "never-requested"],
+        )
+    assert [(r["kind"], r["n"]) for r in kinds] == [("opened", 1), ("requested", 1), ("sent", 1)]
+
+
 async def test_killed_after_the_outbox_write_before_publish_kafka_sends_once(
     kafka_platform: Platform,
 ) -> None:

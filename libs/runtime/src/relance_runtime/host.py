@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp
 
 from relance_runtime.auth import install_auth_handler
+from relance_runtime.gc_tuning import parse_thresholds, tune_gc
 from relance_runtime.platform import Platform, start_platform
 from relance_runtime.settings import CommonSettings
 
@@ -107,6 +108,7 @@ def create_host_app(
                 await component.start()
             app.state.platform = platform
             app.state.components = components
+            tune_gc(parse_thresholds(common.gc_thresholds))
             if on_ready is not None:
                 await on_ready(platform, components)
             yield

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from relance_runtime.gc_tuning import DEFAULT_THRESHOLDS, parse_thresholds
 
 
 class CommonSettings(BaseSettings):
@@ -64,6 +66,11 @@ class CommonSettings(BaseSettings):
         default=None,
         description="Test hook: a file holding seconds added to every service's clock.",
     )
+    gc_thresholds: str = Field(
+        default=DEFAULT_THRESHOLDS,
+        description="CPython GC thresholds `g0,g1,g2` once the process has started (empty: "
+        "CPython's 700,10,10); startup objects are frozen either way.",
+    )
     db_pool_max: int = Field(
         default=20, ge=2, le=500, description="Most PostgreSQL connections one process opens."
     )
@@ -85,3 +92,9 @@ class CommonSettings(BaseSettings):
 
     def database_dir(self) -> Path:
         return self.data_dir / "pgdata"
+
+    @field_validator("gc_thresholds")
+    @classmethod
+    def _gc_thresholds(cls, value: str) -> str:
+        parse_thresholds(value)  # a ValueError names the setting in pydantic's error
+        return value

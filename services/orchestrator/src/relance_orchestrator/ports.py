@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 from relance_events import Event
 from relance_orchestrator.domain.commands import Command
@@ -25,6 +25,15 @@ class DueTimer:
 
 
 TrackedKind = Literal["sent", "opened", "clicked"]
+
+
+class Tracked(NamedTuple):
+    """A message's status or engagement, for the journal."""
+
+    shop_id: str
+    kind: TrackedKind
+    message_id: str
+    at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,9 +123,10 @@ class Journal(Protocol):
         """Journal what each contact's decision produced (one statement)."""
         ...
 
-    async def track(
-        self, conn: Connection, shop_id: str, kind: TrackedKind, message_id: str, at: datetime
-    ) -> None: ...
+    async def track(self, conn: Connection, tracked: Sequence[Tracked]) -> None:
+        """Record that messages this orchestrator requested were sent / opened / clicked
+        (once per message and kind; unknown message ids are ignored): one statement."""
+        ...
 
     async def timer_parked(
         self, conn: Connection, timer: DueTimer, reason: str, at: datetime

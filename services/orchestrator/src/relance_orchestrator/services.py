@@ -39,6 +39,7 @@ from relance_orchestrator.ports import (
     StepCounts,
     TimerStore,
     TimerWrite,
+    Tracked,
     TrackedKind,
     UnreadableState,
 )
@@ -137,15 +138,17 @@ def _contacts_of(events: Sequence[Event[Any]]) -> list[tuple[str, str]]:
 
 @dataclass
 class _Batch:
-    """A batch of events in progress: locked states, and what is decided but not written.
+    """A batch of events in progress: locked states, and what is decided (or tracked: sent,
+    opened, clicked) but not written.
 
     `stored` is each state as the database holds it: a contact whose state the batch left
-    equal (a page view no plan listens to) and that got no command is not written again;
+    equal (a redelivered identify, a message status) and that got no command is not written again;
     rewriting 3-6 KB of JSON per event was most of a quiet event's cost."""
 
     states: dict[tuple[str, str], ContactState]
     commands: dict[tuple[str, str], list[Command]] = field(default_factory=dict)
     requests: list[Event[MessageRequested]] = field(default_factory=list)
+    tracked: list[Tracked] = field(default_factory=list)
     stored: dict[tuple[str, str], ContactState] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -186,6 +189,7 @@ class _Batch:
             self.stored[key] = self.states[key]
         self.commands.clear()
         self.requests.clear()
+        self.tracked.clear()
 
 
 @dataclass(frozen=True)
@@ -256,13 +260,13 @@ class Orchestrator:
     ) -> None:
         payload = event.payload
         if isinstance(payload, MessageSent):
-            await self.journal.track(conn, event.shop_id, "sent", payload.message_id, now)
+            batch.tracked.append(Tracked(event.shop_id, "sent", payload.message_id, now))
         elif isinstance(payload, EmailOpened | LinkClicked) and payload.message_id is not None:
             kinds: tuple[TrackedKind, ...] = (
                 ("opened",) if isinstance(payload, EmailOpened) else ("opened", "clicked")
             )
             for kind in kinds:  # a click proves an open
-                await self.journal.track(conn, event.shop_id, kind, payload.message_id, now)
+                batch.tracked.append(Tracked(event.shop_id, kind, payload.message_id, now))
         if isinstance(payload, ContactAliased):
             await self._write(conn, batch)
             batch.forget()  # the merge re-reads (and may change) what it touches
@@ -282,6 +286,8 @@ class Orchestrator:
 
     async def _write(self, conn: Connection, batch: _Batch) -> None:
         await self._carry_out_many(conn, batch.outcomes(), batch.requests)
+        # after the requests: a message requested earlier in this batch is tracked too
+        await self.journal.track(conn, batch.tracked)
         batch.written()
 
     async def _alias(

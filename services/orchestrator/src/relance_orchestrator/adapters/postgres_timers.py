@@ -27,7 +27,7 @@ from relance_orchestrator.ports import (
     DueTimer,
     StepCounts,
     TimerWrite,
-    TrackedKind,
+    Tracked,
     UnreadableState,
 )
 from relance_runtime.db import Connection
@@ -281,27 +281,24 @@ class PostgresJournal:
             *[list(c) for c in columns],
         )
 
-    async def track(
-        self,
-        conn: Connection,
-        shop_id: str,
-        kind: TrackedKind,
-        message_id: str,
-        at: datetime,
-    ) -> None:
-        """Record that a message this orchestrator requested was sent / opened / clicked
-        (once per message and kind; unknown message ids are ignored)."""
+    async def track(self, conn: Connection, tracked: Sequence[Tracked]) -> None:
+        if not tracked:
+            return
         await conn.execute(
             """INSERT INTO orchestrator_journal
                (shop_id, contact_key, kind, plan, step, plan_instance, message_id, at)
-               SELECT shop_id, contact_key, $3, plan, step, plan_instance, message_id, $4
-               FROM orchestrator_journal
-               WHERE shop_id = $1 AND message_id = $2 AND kind = 'requested'
+               SELECT j.shop_id, j.contact_key, t.kind, j.plan, j.step, j.plan_instance,
+                      j.message_id, t.at
+               FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[])
+                      AS t(shop_id, kind, message_id, at)
+               JOIN orchestrator_journal j
+                 ON j.shop_id = t.shop_id AND j.message_id = t.message_id
+                AND j.kind = 'requested'
                ON CONFLICT DO NOTHING""",
-            shop_id,
-            message_id,
-            kind,
-            at,
+            [t.shop_id for t in tracked],
+            [t.kind for t in tracked],
+            [t.message_id for t in tracked],
+            [t.at for t in tracked],
         )
 
     async def timer_parked(

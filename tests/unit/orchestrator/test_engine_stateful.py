@@ -99,14 +99,7 @@ class EngineMachine(RuleBasedStateMachine):
     def _emit(self, payload: Payload, contact: str) -> None:
         self.sim.run_until(self.now)
         self._check_new_sends()
-        event = new_event(
-            payload,
-            shop_id="shop",
-            contact_key=contact,
-            source="test",
-            occurred_at=self.now,
-            event_id=deterministic_id("h", str(len(self.log))),
-        )
+        event = self._event(payload, contact)
         self.log.append(event)
         self.sim.feed(event)
         if isinstance(payload, OrderCompleted):
@@ -185,13 +178,14 @@ class EngineMachine(RuleBasedStateMachine):
         self._unread(_unread_payload(kind, contact, self.now), contact)
 
     def _event(self, payload: Payload, contact: str) -> Any:
+        """The next event of the log, at the machine's time."""
         return new_event(
             payload,
             shop_id="shop",
             contact_key=contact,
             source="test",
             occurred_at=self.now,
-            event_id=deterministic_id("unread", str(len(self.log))),
+            event_id=deterministic_id("h", str(len(self.log))),
         )
 
     def _unread(self, payload: Payload, contact: str) -> None:

@@ -3,7 +3,7 @@
 `map_message` builds the envelope (and an order's payload, when its fields are valid by
 construction) without a second pydantic validation. Here every message is also mapped
 with both shortcuts replaced by validated construction, and the two must agree: equal
-events with equal encodings, or equal errors. `map_message_encoded` (ingest's path) skips
+events with equal encodings, or equal errors. `map_messages_encoded` (ingest's path) skips
 the models altogether: its bytes must be those the models encode to.
 """
 
@@ -26,7 +26,6 @@ from relance_events.segment_spec import (
     CartMerge,
     SegmentValidationError,
     map_message,
-    map_message_encoded,
     map_messages_encoded,
 )
 from relance_events.wire import EncodedEvent
@@ -52,6 +51,11 @@ def reference(message: object, **kwargs: Any) -> Any:
         return _outcome(message, **kwargs)
 
 
+def wire_one(message: object, **kwargs: Any) -> list[Any]:
+    """Ingest's wire path for a request of this one message."""
+    return map_messages_encoded([(None, message)], **kwargs)
+
+
 def _outcome(message: object, **kwargs: Any) -> Any:
     try:
         return map_message(message, **kwargs)
@@ -65,6 +69,12 @@ def mostly(valid: st.SearchStrategy[Any], odd: st.SearchStrategy[Any]) -> st.Sea
 
 
 good_ids = st.text(alphabet='abcxyz-019é"', min_size=1, max_size=8)
+good_quantities = st.integers(min_value=0, max_value=10**6)
+good_amounts = st.one_of(
+    good_quantities,
+    st.floats(min_value=0, max_value=1e6),
+    st.decimals(min_value=0, max_value=10**10, places=6).map(str),
+)
 ids = mostly(
     good_ids,
     st.one_of(
@@ -75,11 +85,7 @@ ids = mostly(
     ),
 )
 amounts = mostly(
-    st.one_of(
-        st.integers(min_value=0, max_value=10**6),
-        st.floats(min_value=0, max_value=1e6),
-        st.decimals(min_value=0, max_value=10**10, places=6).map(str),
-    ),
+    good_amounts,
     st.one_of(
         st.none(),
         st.integers(min_value=-5, max_value=10**11),
@@ -172,7 +178,7 @@ valid_orders = st.fixed_dictionaries(
                 "products": st.lists(
                     st.fixed_dictionaries(
                         {"product_id": good_ids, "price": valid_amounts},
-                        optional={"quantity": st.integers(min_value=0, max_value=10**6)},
+                        optional={"quantity": good_quantities},
                     ),
                     min_size=1,
                     max_size=3,
@@ -251,7 +257,7 @@ def test_the_wire_path_encodes_what_the_models_encode(
 ) -> None:
     kwargs: dict[str, Any] = {"shop_id": shop_id, "received_at": received_at, "trace": trace}
     expected = _either(map_message, message, kwargs)
-    got = _either(map_message_encoded, message, kwargs)
+    got = _either(wire_one, message, kwargs)
     if not isinstance(expected, list) or any(isinstance(e, dict) for e in expected):
         assert got == expected  # the same errors, or the same exception
         return
@@ -284,11 +290,7 @@ def test_orders_take_the_wire_path_as_models(message: dict[str, Any], trace: Any
 # product lines, anonymous ids, timestamps at the window's edges).
 plain_ids = mostly(good_ids, st.sampled_from([" a", "a ", "a\n", "o" * 128, "o" * 129, 7, ""]))
 plain_amounts = mostly(
-    st.one_of(
-        st.integers(min_value=0, max_value=10**6),
-        st.floats(min_value=0, max_value=1e6),
-        st.decimals(min_value=0, max_value=10**10, places=6).map(str),
-    ),
+    good_amounts,
     st.sampled_from(
         [
             *("9999999999", "9999999999.00004", " 1.5 ", "-0", "-0.0", "0.00004", "x", "nan"),
@@ -306,7 +308,7 @@ plain_lines = st.fixed_dictionaries(
         "brand": st.text(max_size=3),
         "price": plain_amounts,
         "quantity": mostly(
-            st.integers(min_value=0, max_value=10**6),
+            good_quantities,
             st.sampled_from([None, -1, 10**6 + 1, 2.0, True, "1"]),
         ),
         "url": mostly(st.just("https://shop.example/p"), st.sampled_from([None, 7, "u" * 2049])),
@@ -398,7 +400,7 @@ valid_plain_tracks = st.fixed_dictionaries(
                     st.fixed_dictionaries(
                         {"product_id": good_ids, "price": valid_amounts},
                         optional={
-                            "quantity": st.integers(min_value=0, max_value=10**6),
+                            "quantity": good_quantities,
                             "name": st.text(max_size=4),
                             "sku": good_ids,
                             "image_url": st.just("https://cdn.example/p.jpg"),
@@ -470,9 +472,7 @@ def test_plain_orders_and_custom_events_skip_the_general_mapper() -> None:
             message, "shop1", NOW, None, NOW - spec.MAX_AGE, NOW + spec.MAX_AHEAD, "segment", TRACE
         )
         assert plain is not None
-        assert (
-            plain == map_message_encoded(message, shop_id="shop1", received_at=NOW, trace=TRACE)[0]
-        )
+        assert plain == wire_one(message, shop_id="shop1", received_at=NOW, trace=TRACE)[0]
     assert (
         spec._plain_track(
             order, "shop1", NOW, None, NOW - spec.MAX_AGE, NOW + spec.MAX_AHEAD, "segment", None
@@ -503,7 +503,7 @@ def test_wire_times_and_text_are_written_as_pydantic_writes_them() -> None:
         }
         kwargs: dict[str, Any] = {"shop_id": "shop1", "received_at": NOW}
         (model,) = map_message(message, **kwargs)
-        (ours,) = map_message_encoded(message, **kwargs)
+        (ours,) = wire_one(message, **kwargs)
         assert isinstance(ours, EncodedEvent)
         assert ours.value == encode(model)  # type: ignore[arg-type]
 

@@ -133,7 +133,7 @@ class CartMerge:
 
 
 Produced: TypeAlias = Event[Any] | CartDelta | CartMerge
-# What `map_message_encoded` produces: events in their wire form instead of models.
+# What `map_messages_encoded` produces: events in their wire form instead of models.
 EncodedProduced: TypeAlias = EncodedEvent | CartDelta | CartMerge
 
 
@@ -460,25 +460,6 @@ def map_message(
     return produced  # type: ignore[return-value]  # models only, as encoded=False
 
 
-def map_message_encoded(
-    message: object,
-    *,
-    shop_id: str,
-    received_at: datetime,
-    index: int = 0,
-    message_type: MessageType | None = None,
-    max_age: timedelta | None = MAX_AGE,
-    max_ahead: timedelta | None = MAX_AHEAD,
-    source: str = SOURCE,
-    trace: TraceContext | None = None,
-) -> list[EncodedProduced]:
-    """`map_message` with its events in their wire form: for a producer that publishes
-    them as they are (ingest), and saves building and serializing each model."""
-    return _EncodedMapper(shop_id, received_at, max_age, max_ahead, source, trace).map(
-        message, index, message_type
-    )
-
-
 def map_messages_encoded(
     messages: Iterable[tuple[MessageType | None, object]],
     *,
@@ -489,9 +470,10 @@ def map_messages_encoded(
     source: str = SOURCE,
     trace: TraceContext | None = None,
 ) -> list[EncodedProduced]:
-    """`map_message_encoded` over a request's (type, message) pairs, each indexed by its
-    position: all they produce, in order, or `SegmentValidationError` naming every bad
-    field of them all."""
+    """`map_message` over a request's (type, message) pairs, each indexed by its position,
+    with the events in their wire form: for a producer that publishes them as they are
+    (ingest), saving the building and serializing of each model. All they produce, in
+    order, or `SegmentValidationError` naming every bad field of them all."""
     mapper = _EncodedMapper(shop_id, received_at, max_age, max_ahead, source, trace)
     produced: list[EncodedProduced] = []
     errors: list[dict[str, Any]] = []

@@ -1,6 +1,7 @@
 """The outbox relay on real PostgreSQL: its own process's NOTIFY wakes it, not a timer; of
-several relays each row is published once; rows of a process that died still leave; rows
-staged while another relay publishes leave right after it."""
+several relays each row is published once, a topic's rows in the order they were staged;
+rows of a process that died still leave; rows staged while another relay publishes their
+topic leave right after it; a topic never waits for another topic's relay."""
 
 from __future__ import annotations
 
@@ -13,10 +14,10 @@ import asyncpg
 import pytest
 
 from relance_events import Event, Publishable, new_event
-from relance_events.payloads import EmailOpened
+from relance_events.payloads import EmailOpened, MessageSent
 from relance_runtime.bus.messages import TopicNames, to_message
 from relance_runtime.bus.ports import OutgoingMessage
-from relance_runtime.outbox import OutboxRelay, TableOutbox
+from relance_runtime.outbox import OutboxRelay, TableOutbox, lane_lock
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -26,6 +27,7 @@ class Captured:
 
     def __init__(self) -> None:
         self.values: list[bytes] = []
+        self.topics: list[str] = []
         self.arrived = asyncio.Event()
 
     async def publish(self, events: Sequence[Publishable]) -> None:
@@ -33,6 +35,7 @@ class Captured:
 
     async def publish_raw(self, messages: Sequence[OutgoingMessage]) -> None:
         self.values.extend(m.value for m in messages)
+        self.topics.extend(m.topic for m in messages)
         self.arrived.set()
 
 
@@ -44,6 +47,20 @@ def opened(n: int) -> Event[Any]:
         source="test",
         occurred_at=datetime.now(UTC),
     )
+
+
+def sent(n: int) -> Event[Any]:
+    """An event of another topic than `opened`'s."""
+    return new_event(
+        MessageSent(message_id=f"r-{n}", channel="email"),
+        shop_id="shop",
+        contact_key=f"u-{n}",
+        source="test",
+        occurred_at=datetime.now(UTC),
+    )
+
+
+OPENED_TOPIC = to_message(opened(0), TopicNames("")).topic
 
 
 async def stage(pool: asyncpg.Pool, outbox: TableOutbox, events: Sequence[Event[Any]]) -> None:
@@ -136,12 +153,12 @@ async def test_rows_staged_while_another_relay_publishes_leave_right_after_it(
     holder = await pool.acquire()
     transaction = holder.transaction()
     await transaction.start()
-    await holder.execute("SELECT pg_advisory_xact_lock($1)", OutboxRelay._RELAY_LOCK)
+    await holder.execute("SELECT pg_advisory_xact_lock($1)", lane_lock(OPENED_TOPIC))
     await relay.start()
     try:
         await stage(pool, outbox, [opened(1)])
         await asyncio.sleep(0.3)
-        assert captured.values == []  # the other relay still holds the lock
+        assert captured.values == []  # the other relay still holds the lane
         await transaction.rollback()  # ... and is done
         await asyncio.wait_for(captured.arrived.wait(), timeout=5)
     finally:
@@ -152,12 +169,88 @@ async def test_rows_staged_while_another_relay_publishes_leave_right_after_it(
 
 async def test_a_relay_stuck_behind_a_lock_gives_up_and_stays_healthy(pool: asyncpg.Pool) -> None:
     captured = Captured()
+    outbox = TableOutbox(lambda e: to_message(e, TopicNames("")), relay_token="p1")
+    await stage(pool, outbox, [opened(1)])
+    relay = OutboxRelay(pool, captured, token="p1", lock_wait_s=0.2)
+    holder = await pool.acquire()
+    try:
+        async with holder.transaction():
+            await holder.execute("SELECT pg_advisory_xact_lock($1)", lane_lock(OPENED_TOPIC))
+            assert await relay.relay_once() == 0
+        assert relay.healthy
+        assert await relay.relay_once() == 1  # the missed lane is looked at again
+    finally:
+        await pool.release(holder)
+
+
+async def test_a_topic_does_not_wait_for_another_topics_relay(pool: asyncpg.Pool) -> None:
+    """A relay publishing one topic (held here for the whole test) does not delay the rows
+    of another topic."""
+    captured = Captured()
+    outbox = TableOutbox(lambda e: to_message(e, TopicNames("")), relay_token="p1")
+    relay = OutboxRelay(pool, captured, token="p1", idle_s=600, quiet_s=600, lock_wait_s=30)
+    holder = await pool.acquire()
+    transaction = holder.transaction()
+    await transaction.start()
+    await holder.execute("SELECT pg_advisory_xact_lock($1)", lane_lock(OPENED_TOPIC))
+    await relay.start()
+    try:
+        await stage(pool, outbox, [sent(1)])
+        await asyncio.wait_for(captured.arrived.wait(), timeout=5)
+        assert captured.topics == [to_message(sent(1), TopicNames("")).topic]
+        captured.arrived.clear()
+        await stage(pool, outbox, [opened(2)])
+        await asyncio.sleep(0.3)
+        assert len(captured.values) == 1  # the held topic waits for its holder ...
+        await transaction.rollback()
+        await asyncio.wait_for(captured.arrived.wait(), timeout=5)  # ... and only for it
+    finally:
+        await pool.release(holder)
+        await relay.stop()
+    assert captured.topics[1:] == [OPENED_TOPIC]
+
+
+async def test_a_relay_of_an_earlier_version_excludes_every_relay(pool: asyncpg.Pool) -> None:
+    """During an upgrade, a relay that still takes the one outbox lock exclusively and the
+    relays with lanes never publish at the same time."""
+    captured = Captured()
+    outbox = TableOutbox(lambda e: to_message(e, TopicNames("")), relay_token="p1")
+    await stage(pool, outbox, [opened(1), sent(2)])
     relay = OutboxRelay(pool, captured, token="p1", lock_wait_s=0.2)
     holder = await pool.acquire()
     try:
         async with holder.transaction():
             await holder.execute("SELECT pg_advisory_xact_lock($1)", OutboxRelay._RELAY_LOCK)
             assert await relay.relay_once() == 0
-        assert relay.healthy
+        assert await relay.relay_once() == 2
     finally:
         await pool.release(holder)
+
+
+async def test_a_topics_rows_leave_in_the_order_they_were_staged(pool: asyncpg.Pool) -> None:
+    """Several processes stage into two topics; three relays with small batches publish:
+    each topic's rows come out in staging order, each once."""
+    captured = Captured()
+    tokens = ["p1", "p2", "p3"]
+    outboxes = [TableOutbox(lambda e: to_message(e, TopicNames("")), relay_token=t) for t in tokens]
+    relays = [OutboxRelay(pool, captured, token=t, batch_size=5, quiet_s=600) for t in tokens]
+    for relay in relays:
+        await relay.start()
+    try:
+        staged: list[Event[Any]] = []
+        for n in range(60):  # one transaction at a time: the staging order is known
+            events = [opened(n), sent(n)] if n % 2 else [sent(n)]
+            staged.extend(events)
+            await stage(pool, outboxes[n % 3], events)
+        deadline = asyncio.get_running_loop().time() + 20
+        while len(captured.values) < len(staged) and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+    finally:
+        for relay in relays:
+            await relay.stop()
+    for topic in {OPENED_TOPIC, to_message(sent(0), TopicNames("")).topic}:
+        expected = [
+            m.value for m in (to_message(e, TopicNames("")) for e in staged) if m.topic == topic
+        ]
+        got = [v for v, t in zip(captured.values, captured.topics, strict=True) if t == topic]
+        assert got == expected

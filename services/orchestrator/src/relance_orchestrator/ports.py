@@ -143,13 +143,19 @@ class Outbox(Protocol):
     async def add(self, conn: Connection, events: Sequence[Event[Any]]) -> None: ...
 
 
+class SeenOrder(NamedTuple):
+    shop_id: str
+    order_id: str
+    total: Decimal
+    at: datetime
+
+
 class ShopDirectory(Protocol):
     async def shop_facts(self, conn: Connection, shop_id: str, now: datetime) -> ShopFacts:
         """The shop's timezone and average basket (cached by implementations)."""
         ...
 
-    async def order_seen(
-        self, conn: Connection, shop_id: str, order_id: str, total: Decimal, at: datetime
-    ) -> None:
-        """An order the orchestrator applied (its own average basket fallback)."""
+    async def orders_seen(self, conn: Connection, orders: Sequence[SeenOrder]) -> None:
+        """Orders the orchestrator applies (its own average basket fallback); an order
+        seen before is ignored."""
         ...

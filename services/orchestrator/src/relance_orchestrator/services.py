@@ -6,7 +6,7 @@ The consumer (`consumer.py`) and the timer loop call these inside their transact
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -35,6 +35,7 @@ from relance_orchestrator.ports import (
     DueTimer,
     Journal,
     Outbox,
+    SeenOrder,
     ShopDirectory,
     StepCounts,
     TimerStore,
@@ -134,6 +135,22 @@ def _contacts_of(events: Sequence[Event[Any]]) -> list[tuple[str, str]]:
     return sorted(
         {(e.shop_id, e.contact_key) for e in events if not isinstance(e.payload, ContactAliased)}
     )
+
+
+def _new_orders(
+    events: Sequence[Event[Any]], states: Mapping[tuple[str, str], ContactState]
+) -> list[SeenOrder]:
+    """The batch's orders, but those their contact's state already knows (replays)."""
+    seen: list[SeenOrder] = []
+    for event in events:
+        payload = event.payload
+        if isinstance(payload, OrderCompleted):
+            state = states.get((event.shop_id, event.contact_key))
+            if state is None or payload.order_id not in state.facts.order_ids:
+                seen.append(
+                    SeenOrder(event.shop_id, payload.order_id, payload.total, event.occurred_at)
+                )
+    return seen
 
 
 @dataclass
@@ -245,6 +262,8 @@ class Orchestrator:
         requested messages carry."""
         traced = traced or _fixed_trace(None)
         batch = _Batch(await self.contacts.lock_many(conn, _contacts_of(events)))
+        # Before any decision, as one statement: a decision may read the average basket.
+        await self.shops.orders_seen(conn, _new_orders(events, batch.states))
         for event in events:
             with traced(event) as trace:
                 await self._apply(conn, batch, event, now, trace)
@@ -276,10 +295,6 @@ class Orchestrator:
         if state.merged_into is not None:
             event = event.model_copy(update={"contact_key": state.merged_into})
             state = await batch.state(conn, self.contacts, event.shop_id, state.merged_into)
-        if isinstance(payload, OrderCompleted) and payload.order_id not in state.facts.order_ids:
-            await self.shops.order_seen(
-                conn, event.shop_id, payload.order_id, payload.total, event.occurred_at
-            )
         shop = await self.shops.shop_facts(conn, state.shop_id, now)
         new_state, commands = self.engine.decide(state, event, now, shop)
         batch.decided(new_state, commands, trace)

@@ -6,11 +6,13 @@ Figures are cached per shop for `ttl` so a batch of events costs no extra query.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 
 from relance_orchestrator.domain.facts import ShopFacts
+from relance_orchestrator.ports import SeenOrder
 from relance_runtime.db import Connection
 
 
@@ -50,16 +52,18 @@ class PostgresShopDirectory:
         )
         return None if value is None else Decimal(value)
 
-    async def order_seen(
-        self, conn: Connection, shop_id: str, order_id: str, total: Decimal, at: datetime
-    ) -> None:
+    async def orders_seen(self, conn: Connection, orders: Sequence[SeenOrder]) -> None:
+        if not orders:
+            return
+        ordered = sorted(orders)  # one lock order for every writer: no deadlock
         await conn.execute(
             """INSERT INTO orchestrator_orders (shop_id, order_id, total, ordered_at)
-               VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING""",
-            shop_id,
-            order_id,
-            total,
-            at,
+               SELECT * FROM unnest($1::text[], $2::text[], $3::numeric[], $4::timestamptz[])
+               ON CONFLICT DO NOTHING""",
+            [o.shop_id for o in ordered],
+            [o.order_id for o in ordered],
+            [o.total for o in ordered],
+            [o.at for o in ordered],
         )
 
 
@@ -75,7 +79,5 @@ class FixedShops:
             shop_id=shop_id, timezone=self.timezone, average_basket=self.average_basket
         )
 
-    async def order_seen(
-        self, conn: Connection, shop_id: str, order_id: str, total: Decimal, at: datetime
-    ) -> None:
+    async def orders_seen(self, conn: Connection, orders: Sequence[SeenOrder]) -> None:
         return None

@@ -1,0 +1,99 @@
+"""The shop directory on real PostgreSQL: the orders the orchestrator saw (one statement per
+batch, each order once) are its average-basket fallback."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+
+from relance_events import Event, new_event
+from relance_events.payloads import OrderCompleted
+from relance_orchestrator.adapters.postgres_shops import PostgresShopDirectory
+from relance_orchestrator.adapters.postgres_timers import (
+    PostgresContactStore,
+    PostgresJournal,
+    PostgresTimerStore,
+)
+from relance_orchestrator.domain.engine import Engine
+from relance_orchestrator.plans.loader import load_plans
+from relance_orchestrator.ports import SeenOrder
+from relance_orchestrator.services import Orchestrator
+
+T0 = datetime(2025, 3, 3, 12, 0, tzinfo=UTC)
+
+
+class KeptOutbox:
+    def __init__(self) -> None:
+        self.requested: list[Event[Any]] = []
+
+    async def add(self, conn: asyncpg.Connection, events: Sequence[Event[Any]]) -> None:
+        self.requested.extend(events)
+
+
+def _order(contact: str, order_id: str, total: int, at: datetime) -> Event[Any]:
+    return new_event(
+        OrderCompleted(order_id=order_id, total=Decimal(total)),
+        shop_id="shop",
+        contact_key=contact,
+        source="test",
+        occurred_at=at,
+    )
+
+
+async def test_orders_seen_keeps_each_order_once(db: str) -> None:
+    shops = PostgresShopDirectory(ttl=timedelta(0))
+    conn = await asyncpg.connect(db)
+    try:
+        await shops.orders_seen(
+            conn,
+            [
+                SeenOrder("shop", "o-2", Decimal(30), T0),
+                SeenOrder("shop", "o-1", Decimal(10), T0),
+                SeenOrder("shop", "o-2", Decimal(30), T0),  # twice in one call
+            ],
+        )
+        await shops.orders_seen(conn, [SeenOrder("shop", "o-1", Decimal(10), T0)])  # again
+        await shops.orders_seen(conn, [])
+        rows = await conn.fetch("SELECT order_id, total FROM orchestrator_orders ORDER BY 1")
+        facts = await shops.shop_facts(conn, "shop", T0 + timedelta(days=1))
+    finally:
+        await conn.close()
+    assert [(r["order_id"], r["total"]) for r in rows] == [("o-1", 10), ("o-2", 30)]
+    assert facts.average_basket == Decimal(20)
+
+
+async def test_a_batchs_orders_are_seen_before_its_decisions(db: str) -> None:
+    """Two first orders and a replay in one batch: each order counted once, and the first
+    decision of the batch already reads an average basket that includes them."""
+    outbox = KeptOutbox()
+    orchestrator = Orchestrator(
+        engine=Engine(load_plans()),
+        contacts=PostgresContactStore(),
+        timers=PostgresTimerStore(),
+        journal=PostgresJournal(),
+        outbox=outbox,
+        shops=PostgresShopDirectory(ttl=timedelta(0)),
+    )
+    first = _order("u-1", "o-1", 100, T0)
+    conn = await asyncpg.connect(db)
+    try:
+        async with conn.transaction():
+            await orchestrator.handle_events(conn, [first], T0)
+        async with conn.transaction():
+            batch = [_order("u-2", "o-2", 20, T0), first, _order("u-3", "o-3", 80, T0)]
+            await orchestrator.handle_events(conn, batch, T0)
+        rows = await conn.fetch("SELECT order_id FROM orchestrator_orders ORDER BY 1")
+    finally:
+        await conn.close()
+    assert [r["order_id"] for r in rows] == ["o-1", "o-2", "o-3"]
+    welcomes = {
+        e.contact_key: e.payload.variant
+        for e in outbox.requested
+        if (e.payload.plan, e.payload.step) == ("welcome_pack", "welcome")
+    }
+    # Against the average of all three (66.67), not o-1's alone (100, which 80 is below).
+    assert welcomes == {"u-1": "standard", "u-2": "standard", "u-3": "vip"}

@@ -238,22 +238,33 @@ class KafkaBus:
         # (OutOfOrderSequenceNumber); after repeated failures, start a fresh one.
         if self._producer is not None and self._failures_in_a_row >= 3:
             log.warning("re-creating the Kafka producer after repeated failures")
-            old, self._producer = self._producer, None
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(old.stop(), timeout=5)
-            self._failures_in_a_row = 0
+            await self._replace_producer()
         if self._producer is None:
             await self._start_producer()
         assert self._producer is not None
         return self._producer
 
+    async def _replace_producer(self) -> None:
+        old, self._producer = self._producer, None
+        if old is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(old.stop(), timeout=5)
+        self._failures_in_a_row = 0
+        await self._start_producer()
+
     async def ping(self) -> bool:
-        if self._producer is None or self._failures_in_a_row > 0:
-            return False
-        client = self._producer.client
+        """Whether publishing works: the broker answers a producer that can be trusted.
+
+        After a failed publish (or start) the producer is replaced first (a fresh one
+        cannot be wedged by what failed, aiokafka #1017), so readiness comes back with the
+        broker even in a process that has nothing to publish."""
         try:
+            if self._producer is None or self._failures_in_a_row > 0:
+                await asyncio.wait_for(self._replace_producer(), timeout=5)
+            assert self._producer is not None
+            client = self._producer.client
             return bool(await asyncio.wait_for(client.fetch_all_metadata(), timeout=3))
-        except (KafkaError, TimeoutError):
+        except (KafkaError, TimeoutError, BusUnavailable):
             return False
 
     def consumer(self, group: str, topics: Sequence[str]) -> BusConsumer:

@@ -61,15 +61,24 @@ class PgCartRepository:
         cart_ids: Collection[str],
         delta_ids: Collection[uuid.UUID],
     ) -> CartBook:
-        # FOR UPDATE serialises concurrent requests touching the same carts.
+        # One round trip: the carts, locked (FOR UPDATE serialises concurrent requests
+        # touching the same carts; in a CTE, as a UNION takes no lock), then the deltas
+        # already applied (`applied` set, the cart columns null).
         rows = await self._conn.fetch(
-            "select cart_id, contact_key, items, currency, is_open from ingest_carts"
+            "with locked as ("
+            " select cart_id, contact_key, items, currency, is_open from ingest_carts"
             " where shop_id = $1 and (cart_id = any($2::text[])"
             " or (contact_key = any($3::text[]) and is_open))"
-            " order by cart_id for update",
+            " order by cart_id for update)"
+            " select cart_id, contact_key, items, currency, is_open, null::uuid as applied"
+            " from locked"
+            " union all"
+            " select null, null, null, null, null, event_id from ingest_cart_applied"
+            " where shop_id = $1 and event_id = any($4::uuid[])",
             shop_id,
             list(cart_ids),
             list(contact_keys),
+            list(delta_ids),
         )
         carts = {
             row["cart_id"]: Cart(
@@ -80,46 +89,35 @@ class PgCartRepository:
                 is_open=row["is_open"],
             )
             for row in rows
+            if row["applied"] is None
         }
-        applied: set[uuid.UUID] = set()
-        if delta_ids:
-            found = await self._conn.fetch(
-                "select event_id from ingest_cart_applied"
-                " where shop_id = $1 and event_id = any($2::uuid[])",
-                shop_id,
-                list(delta_ids),
-            )
-            applied = {row["event_id"] for row in found}
+        applied = {row["applied"] for row in rows if row["applied"] is not None}
         return CartBook(shop_id, carts=carts, applied=applied)
 
     async def save(self, book: CartBook) -> None:
-        rows = [
-            (
-                book.shop_id,
-                cart.cart_id,
-                cart.contact_key,
-                orjson.dumps([i.model_dump(mode="json") for i in cart.items]).decode(),
-                cart.currency,
-                cart.is_open,
-            )
-            for cart in (book.carts[cid] for cid in sorted(book.changed))
-        ]
-        if rows:
-            await self._conn.executemany(
-                "insert into ingest_carts"
-                " (shop_id, cart_id, contact_key, items, currency, is_open)"
-                " values ($1, $2, $3, $4::jsonb, $5, $6)"
-                " on conflict (shop_id, cart_id) do update set contact_key = excluded.contact_key,"
-                " items = excluded.items, currency = excluded.currency,"
-                " is_open = excluded.is_open, updated_at = now()",
-                rows,
-            )
-        if book.newly_applied:
-            await self._conn.executemany(
-                "insert into ingest_cart_applied (shop_id, event_id) values ($1, $2)"
-                " on conflict do nothing",
-                [(book.shop_id, i) for i in sorted(book.newly_applied)],
-            )
+        """The changed carts and the newly applied deltas, in one statement."""
+        changed = [book.carts[cid] for cid in sorted(book.changed)]
+        applied = sorted(book.newly_applied)
+        if not changed and not applied:
+            return
+        await self._conn.execute(
+            "with saved as ("
+            " insert into ingest_carts (shop_id, cart_id, contact_key, items, currency, is_open)"
+            " select $1, * from unnest($2::text[], $3::text[], $4::jsonb[], $5::text[],"
+            " $6::bool[])"
+            " on conflict (shop_id, cart_id) do update set contact_key = excluded.contact_key,"
+            " items = excluded.items, currency = excluded.currency,"
+            " is_open = excluded.is_open, updated_at = now())"
+            " insert into ingest_cart_applied (shop_id, event_id)"
+            " select $1, unnest($7::uuid[]) on conflict do nothing",
+            book.shop_id,
+            [c.cart_id for c in changed],
+            [c.contact_key for c in changed],
+            [orjson.dumps([i.model_dump(mode="json") for i in c.items]).decode() for c in changed],
+            [c.currency for c in changed],
+            [c.is_open for c in changed],
+            applied,
+        )
 
 
 class PgCartStore:

@@ -6,12 +6,15 @@ topic leave right after it; a topic never waits for another topic's relay."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 import pytest
+from asyncpg.transaction import Transaction
 
 from relance_events import Event, Publishable, new_event
 from relance_events.payloads import EmailOpened, MessageSent
@@ -61,6 +64,22 @@ def sent(n: int) -> Event[Any]:
 
 
 OPENED_TOPIC = to_message(opened(0), TopicNames("")).topic
+
+
+@asynccontextmanager
+async def holding(pool: asyncpg.Pool, lock: int) -> AsyncIterator[Transaction]:
+    """Another relay, as the database sees it: a transaction holding `lock` until the
+    test rolls it back (or the block ends)."""
+    holder = await pool.acquire()
+    transaction = holder.transaction()
+    await transaction.start()
+    try:
+        await holder.execute("SELECT pg_advisory_xact_lock($1)", lock)
+        yield transaction
+    finally:
+        with contextlib.suppress(asyncpg.InterfaceError):  # unless the test rolled it back
+            await transaction.rollback()
+        await pool.release(holder)
 
 
 async def stage(pool: asyncpg.Pool, outbox: TableOutbox, events: Sequence[Event[Any]]) -> None:
@@ -150,20 +169,16 @@ async def test_rows_staged_while_another_relay_publishes_leave_right_after_it(
     outbox = TableOutbox(lambda e: to_message(e, TopicNames("")), relay_token="p1")
     # Neither timer can ship the row within the test: only waiting for the lock can.
     relay = OutboxRelay(pool, captured, token="p1", idle_s=600, quiet_s=600)
-    holder = await pool.acquire()
-    transaction = holder.transaction()
-    await transaction.start()
-    await holder.execute("SELECT pg_advisory_xact_lock($1)", lane_lock(OPENED_TOPIC))
-    await relay.start()
-    try:
-        await stage(pool, outbox, [opened(1)])
-        await asyncio.sleep(0.3)
-        assert captured.values == []  # the other relay still holds the lane
-        await transaction.rollback()  # ... and is done
-        await asyncio.wait_for(captured.arrived.wait(), timeout=5)
-    finally:
-        await pool.release(holder)
-        await relay.stop()
+    async with holding(pool, lane_lock(OPENED_TOPIC)) as other_relay:
+        await relay.start()
+        try:
+            await stage(pool, outbox, [opened(1)])
+            await asyncio.sleep(0.3)
+            assert captured.values == []  # the other relay still holds the lane
+            await other_relay.rollback()  # ... and is done
+            await asyncio.wait_for(captured.arrived.wait(), timeout=5)
+        finally:
+            await relay.stop()
     assert len(captured.values) == 1
 
 
@@ -172,15 +187,10 @@ async def test_a_relay_stuck_behind_a_lock_gives_up_and_stays_healthy(pool: asyn
     outbox = TableOutbox(lambda e: to_message(e, TopicNames("")), relay_token="p1")
     await stage(pool, outbox, [opened(1)])
     relay = OutboxRelay(pool, captured, token="p1", lock_wait_s=0.2)
-    holder = await pool.acquire()
-    try:
-        async with holder.transaction():
-            await holder.execute("SELECT pg_advisory_xact_lock($1)", lane_lock(OPENED_TOPIC))
-            assert await relay.relay_once() == 0
-        assert relay.healthy
-        assert await relay.relay_once() == 1  # the missed lane is looked at again
-    finally:
-        await pool.release(holder)
+    async with holding(pool, lane_lock(OPENED_TOPIC)):
+        assert await relay.relay_once() == 0
+    assert relay.healthy
+    assert await relay.relay_once() == 1  # the missed lane is looked at again
 
 
 async def test_a_topic_does_not_wait_for_another_topics_relay(pool: asyncpg.Pool) -> None:
@@ -189,24 +199,20 @@ async def test_a_topic_does_not_wait_for_another_topics_relay(pool: asyncpg.Pool
     captured = Captured()
     outbox = TableOutbox(lambda e: to_message(e, TopicNames("")), relay_token="p1")
     relay = OutboxRelay(pool, captured, token="p1", idle_s=600, quiet_s=600, lock_wait_s=30)
-    holder = await pool.acquire()
-    transaction = holder.transaction()
-    await transaction.start()
-    await holder.execute("SELECT pg_advisory_xact_lock($1)", lane_lock(OPENED_TOPIC))
-    await relay.start()
-    try:
-        await stage(pool, outbox, [sent(1)])
-        await asyncio.wait_for(captured.arrived.wait(), timeout=5)
-        assert captured.topics == [to_message(sent(1), TopicNames("")).topic]
-        captured.arrived.clear()
-        await stage(pool, outbox, [opened(2)])
-        await asyncio.sleep(0.3)
-        assert len(captured.values) == 1  # the held topic waits for its holder ...
-        await transaction.rollback()
-        await asyncio.wait_for(captured.arrived.wait(), timeout=5)  # ... and only for it
-    finally:
-        await pool.release(holder)
-        await relay.stop()
+    async with holding(pool, lane_lock(OPENED_TOPIC)) as other_relay:
+        await relay.start()
+        try:
+            await stage(pool, outbox, [sent(1)])
+            await asyncio.wait_for(captured.arrived.wait(), timeout=5)
+            assert captured.topics == [to_message(sent(1), TopicNames("")).topic]
+            captured.arrived.clear()
+            await stage(pool, outbox, [opened(2)])
+            await asyncio.sleep(0.3)
+            assert len(captured.values) == 1  # the held topic waits for its holder ...
+            await other_relay.rollback()
+            await asyncio.wait_for(captured.arrived.wait(), timeout=5)  # ... and only for it
+        finally:
+            await relay.stop()
     assert captured.topics[1:] == [OPENED_TOPIC]
 
 
@@ -217,14 +223,9 @@ async def test_a_relay_of_an_earlier_version_excludes_every_relay(pool: asyncpg.
     outbox = TableOutbox(lambda e: to_message(e, TopicNames("")), relay_token="p1")
     await stage(pool, outbox, [opened(1), sent(2)])
     relay = OutboxRelay(pool, captured, token="p1", lock_wait_s=0.2)
-    holder = await pool.acquire()
-    try:
-        async with holder.transaction():
-            await holder.execute("SELECT pg_advisory_xact_lock($1)", OutboxRelay._RELAY_LOCK)
-            assert await relay.relay_once() == 0
-        assert await relay.relay_once() == 2
-    finally:
-        await pool.release(holder)
+    async with holding(pool, OutboxRelay._RELAY_LOCK):
+        assert await relay.relay_once() == 0
+    assert await relay.relay_once() == 2
 
 
 async def test_a_topics_rows_leave_in_the_order_they_were_staged(pool: asyncpg.Pool) -> None:

@@ -67,6 +67,24 @@ OPENED_TOPIC = to_message(opened(0), TopicNames("")).topic
 
 
 @asynccontextmanager
+async def three_processes(
+    pool: asyncpg.Pool, captured: Captured, *, batch_size: int
+) -> AsyncIterator[list[TableOutbox]]:
+    """Three processes' outboxes, each with its relay running (stopped after the block)."""
+    tokens = ["p1", "p2", "p3"]
+    relays = [
+        OutboxRelay(pool, captured, token=t, batch_size=batch_size, quiet_s=600) for t in tokens
+    ]
+    for relay in relays:
+        await relay.start()
+    try:
+        yield [TableOutbox(lambda e: to_message(e, TopicNames("")), relay_token=t) for t in tokens]
+    finally:
+        for relay in relays:
+            await relay.stop()
+
+
+@asynccontextmanager
 async def holding(pool: asyncpg.Pool, lock: int) -> AsyncIterator[Transaction]:
     """Another relay, as the database sees it: a transaction holding `lock` until the
     test rolls it back (or the block ends)."""
@@ -140,12 +158,7 @@ async def test_a_relay_sleeps_through_other_processes_writes_but_ships_orphans(
 
 async def test_of_several_relays_each_row_is_published_once(pool: asyncpg.Pool) -> None:
     captured = Captured()
-    tokens = ["p1", "p2", "p3"]
-    outboxes = [TableOutbox(lambda e: to_message(e, TopicNames("")), relay_token=t) for t in tokens]
-    relays = [OutboxRelay(pool, captured, token=t, batch_size=7, quiet_s=600) for t in tokens]
-    for relay in relays:
-        await relay.start()
-    try:
+    async with three_processes(pool, captured, batch_size=7) as outboxes:
         events = [opened(n) for n in range(300)]
         await asyncio.gather(
             *(
@@ -156,9 +169,6 @@ async def test_of_several_relays_each_row_is_published_once(pool: asyncpg.Pool) 
         deadline = asyncio.get_running_loop().time() + 20
         while len(captured.values) < 300 and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.05)
-    finally:
-        for relay in relays:
-            await relay.stop()
     assert sorted(captured.values) == sorted(to_message(e, TopicNames("")).value for e in events)
 
 
@@ -232,12 +242,7 @@ async def test_a_topics_rows_leave_in_the_order_they_were_staged(pool: asyncpg.P
     """Several processes stage into two topics; three relays with small batches publish:
     each topic's rows come out in staging order, each once."""
     captured = Captured()
-    tokens = ["p1", "p2", "p3"]
-    outboxes = [TableOutbox(lambda e: to_message(e, TopicNames("")), relay_token=t) for t in tokens]
-    relays = [OutboxRelay(pool, captured, token=t, batch_size=5, quiet_s=600) for t in tokens]
-    for relay in relays:
-        await relay.start()
-    try:
+    async with three_processes(pool, captured, batch_size=5) as outboxes:
         staged: list[Event[Any]] = []
         for n in range(60):  # one transaction at a time: the staging order is known
             events = [opened(n), sent(n)] if n % 2 else [sent(n)]
@@ -246,9 +251,6 @@ async def test_a_topics_rows_leave_in_the_order_they_were_staged(pool: asyncpg.P
         deadline = asyncio.get_running_loop().time() + 20
         while len(captured.values) < len(staged) and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.05)
-    finally:
-        for relay in relays:
-            await relay.stop()
     for topic in {OPENED_TOPIC, to_message(sent(0), TopicNames("")).topic}:
         expected = [
             m.value for m in (to_message(e, TopicNames("")) for e in staged) if m.topic == topic

@@ -3,7 +3,7 @@ batch, each order once) are its average-basket fallback."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -13,13 +13,6 @@ import asyncpg
 from relance_events import Event, new_event
 from relance_events.payloads import OrderCompleted
 from relance_orchestrator.adapters.postgres_shops import PostgresShopDirectory
-from relance_orchestrator.adapters.postgres_timers import (
-    PostgresContactStore,
-    PostgresJournal,
-    PostgresTimerStore,
-)
-from relance_orchestrator.domain.engine import Engine
-from relance_orchestrator.plans.loader import load_plans
 from relance_orchestrator.ports import SeenOrder
 from relance_orchestrator.services import Orchestrator
 
@@ -66,18 +59,13 @@ async def test_orders_seen_keeps_each_order_once(db: str) -> None:
     assert facts.average_basket == Decimal(20)
 
 
-async def test_a_batchs_orders_are_seen_before_its_decisions(db: str) -> None:
+async def test_a_batchs_orders_are_seen_before_its_decisions(
+    db: str, orchestrator_on: Callable[..., Orchestrator]
+) -> None:
     """Two first orders and a replay in one batch: each order counted once, and the first
     decision of the batch already reads an average basket that includes them."""
     outbox = KeptOutbox()
-    orchestrator = Orchestrator(
-        engine=Engine(load_plans()),
-        contacts=PostgresContactStore(),
-        timers=PostgresTimerStore(),
-        journal=PostgresJournal(),
-        outbox=outbox,
-        shops=PostgresShopDirectory(ttl=timedelta(0)),
-    )
+    orchestrator = orchestrator_on(outbox, shops=PostgresShopDirectory(ttl=timedelta(0)))
     first = _order("u-1", "o-1", 100, T0)
     conn = await asyncpg.connect(db)
     try:

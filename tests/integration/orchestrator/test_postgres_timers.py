@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -22,14 +22,7 @@ from relance_events.payloads import (
     LineItem,
     OrderCompleted,
 )
-from relance_orchestrator.adapters.postgres_shops import FixedShops
-from relance_orchestrator.adapters.postgres_timers import (
-    PostgresContactStore,
-    PostgresJournal,
-    PostgresTimerStore,
-)
-from relance_orchestrator.domain.engine import Engine
-from relance_orchestrator.plans.loader import load_plans
+from relance_orchestrator.adapters.postgres_timers import PostgresContactStore
 from relance_orchestrator.services import Orchestrator
 
 T0 = datetime(2025, 3, 3, 12, 0, tzinfo=UTC)
@@ -55,17 +48,6 @@ class CrashingOutbox(TableOutbox):
         killer = await asyncpg.connect(self.dsn)
         await killer.execute("SELECT pg_terminate_backend($1)", conn.get_server_pid())
         await killer.close()
-
-
-def _orchestrator(outbox: Any) -> Orchestrator:
-    return Orchestrator(
-        engine=Engine(load_plans()),
-        contacts=PostgresContactStore(),
-        timers=PostgresTimerStore(),
-        journal=PostgresJournal(),
-        outbox=outbox,
-        shops=FixedShops(average_basket=Decimal(50)),
-    )
 
 
 def _order(contact: str, order_id: str, at: datetime) -> Event[Any]:
@@ -94,8 +76,10 @@ async def _outbox(dsn: str) -> list[tuple[str, str]]:
     return [(r[0], orjson.loads(r[1])["payload"]["step"]) for r in rows]
 
 
-async def test_event_schedules_timers_and_firing_requests_once(db: str) -> None:
-    orch = _orchestrator(TableOutbox())
+async def test_event_schedules_timers_and_firing_requests_once(
+    db: str, orchestrator_on: Callable[..., Orchestrator]
+) -> None:
+    orch = orchestrator_on(TableOutbox())
     await _handle(db, orch, _order("c1", "o1", T0), T0)
     assert [step for _, step in await _outbox(db)] == ["welcome"]
     conn = await asyncpg.connect(db)
@@ -109,9 +93,11 @@ async def test_event_schedules_timers_and_firing_requests_once(db: str) -> None:
     await conn.close()
 
 
-async def test_crash_inside_the_firing_transaction_fires_once_in_effect(db: str) -> None:
-    await _handle(db, _orchestrator(TableOutbox()), _order("c1", "o1", T0), T0)
-    crashing = _orchestrator(CrashingOutbox(db))
+async def test_crash_inside_the_firing_transaction_fires_once_in_effect(
+    db: str, orchestrator_on: Callable[..., Orchestrator]
+) -> None:
+    await _handle(db, orchestrator_on(TableOutbox()), _order("c1", "o1", T0), T0)
+    crashing = orchestrator_on(CrashingOutbox(db))
     conn = await asyncpg.connect(db)
     crashed = False
     try:
@@ -121,7 +107,7 @@ async def test_crash_inside_the_firing_transaction_fires_once_in_effect(db: str)
     assert crashed
     assert [s for _, s in await _outbox(db)] == ["welcome"]  # rolled back with the timer
     conn = await asyncpg.connect(db)
-    healthy = _orchestrator(TableOutbox())
+    healthy = orchestrator_on(TableOutbox())
     assert await healthy.fire_due(conn, T0 + 4 * D) == 1
     # after the outbox write committed (crash before publish): nothing is due any more
     assert await healthy.fire_due(conn, T0 + 4 * D) == 0
@@ -129,8 +115,10 @@ async def test_crash_inside_the_firing_transaction_fires_once_in_effect(db: str)
     await conn.close()
 
 
-async def test_several_workers_fire_each_timer_exactly_once(db: str) -> None:
-    orch = _orchestrator(TableOutbox())
+async def test_several_workers_fire_each_timer_exactly_once(
+    db: str, orchestrator_on: Callable[..., Orchestrator]
+) -> None:
+    orch = orchestrator_on(TableOutbox())
     for i in range(60):
         await _handle(db, orch, _order(f"c{i}", f"o{i}", T0), T0)
 
@@ -158,8 +146,10 @@ async def test_several_workers_fire_each_timer_exactly_once(db: str) -> None:
     assert len({m for m, _ in rows}) == len(rows)
 
 
-async def test_timer_racing_an_event_loses_no_update(db: str) -> None:
-    orch = _orchestrator(TableOutbox())
+async def test_timer_racing_an_event_loses_no_update(
+    db: str, orchestrator_on: Callable[..., Orchestrator]
+) -> None:
+    orch = orchestrator_on(TableOutbox())
     await _handle(db, orch, _order("c1", "o1", T0), T0)
     due = T0 + 4 * D
     event_conn = await asyncpg.connect(db)
@@ -195,8 +185,10 @@ class RefusingContacts(PostgresContactStore):
         await super().save_many(conn, states)
 
 
-async def test_a_batch_write_refused_for_one_contact_fires_the_others(db: str) -> None:
-    orch = _orchestrator(TableOutbox())
+async def test_a_batch_write_refused_for_one_contact_fires_the_others(
+    db: str, orchestrator_on: Callable[..., Orchestrator]
+) -> None:
+    orch = orchestrator_on(TableOutbox())
     for contact in ("a", "bad", "z"):
         await _handle(db, orch, _order(contact, f"o-{contact}", T0), T0)
     refusing = dataclasses.replace(orch, contacts=RefusingContacts())
@@ -300,8 +292,10 @@ async def _reset(dsn: str) -> None:
     await conn.close()
 
 
-async def test_a_batch_leaves_exactly_what_one_event_at_a_time_leaves(db: str) -> None:
-    orch = _orchestrator(TableOutbox())
+async def test_a_batch_leaves_exactly_what_one_event_at_a_time_leaves(
+    db: str, orchestrator_on: Callable[..., Orchestrator]
+) -> None:
+    orch = orchestrator_on(TableOutbox())
     events = _story()
     now = T0 + timedelta(minutes=30)
     for event in events:
@@ -322,8 +316,10 @@ async def test_a_batch_leaves_exactly_what_one_event_at_a_time_leaves(db: str) -
     assert len(batched["requested"]) >= 3  # welcome for ann and bob, and cid's signup welcome
 
 
-async def test_an_event_that_changes_nothing_does_not_rewrite_the_state(db: str) -> None:
-    orch = _orchestrator(TableOutbox())
+async def test_an_event_that_changes_nothing_does_not_rewrite_the_state(
+    db: str, orchestrator_on: Callable[..., Orchestrator]
+) -> None:
+    orch = orchestrator_on(TableOutbox())
     await _handle(db, orch, _order("c1", "o1", T0), T0)
     conn = await asyncpg.connect(db)
     try:

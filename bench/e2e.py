@@ -8,15 +8,18 @@
 2. Latency at a fixed rate (default 500 events/s), per mix, after 3 s unmeasured: each
    100 ms a batch of the `storefront` mix (each order a new customer's first), or of
    `first_orders` (a fifth of the events new contacts' identify + first order, the rest
-   product views: a stress); latency = from the start of the ingest request to the SMTP
+   product views: a stress); latency = from the moment the ingest request is written
+   (requests are encoded beforehand and sent on raw keep-alive connections) to the SMTP
    server's 250 for the welcome email of each first `Order Completed` (the immediate
    `welcome_pack/welcome` step), p50/p99. The ledger's settling time and the hops between
    the services' own timestamps say where the time went.
 3. CPU per service process (utime + stime from /proc/<pid>/stat) during each phase, and
    with no load at all (`idle`: what the services cost just waiting).
 
-Needs the broker of `make infra-up` (127.0.0.1:9092) and starts an embedded PostgreSQL
-(pgserver) of its own. Writes bench/results/e2e.json.
+The services run one process each by default (`--layout` changes that; the e2e suite runs
+two of segmentation, orchestrator and sender). Needs the broker of `make infra-up`
+(127.0.0.1:9092) and starts an embedded PostgreSQL (pgserver) of its own. Writes
+bench/results/e2e.json.
 
     uv run --frozen python bench/e2e.py [--events 30000] [--rate 500] [--seconds 20]
 """
@@ -39,7 +42,6 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
-import httpx
 import orjson
 from loadgen import RawConnection, basic_auth, post_request
 
@@ -50,6 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "e2e" / "system"))
 
 from harness import (  # noqa: E402
+    DEFAULT_LAYOUT,
     SHOP,
     WRITE_KEY,
     Proc,
@@ -57,7 +60,6 @@ from harness import (  # noqa: E402
     event_ids,
     identify,
     order,
-    post_batch,
     track,
 )
 
@@ -273,37 +275,74 @@ def latency_ticks(mix: str, per_tick: int, tag: str, now: Any) -> Iterator[list[
 
 
 async def latency(
-    system: System, rate: int, seconds: float, mix: str = "first_orders", warmup_s: float = 3.0
+    system: System,
+    rate: int,
+    seconds: float,
+    mix: str = "first_orders",
+    warmup_s: float = 3.0,
+    tick_s: float = 0.1,
 ) -> dict[str, Any]:
-    per_tick = max(10, rate // 10)
+    per_tick = max(1, round(rate * tick_s))
     sent_at: dict[str, float] = {}
     procs = [p for p in system.procs if p.alive]
     ticks = latency_ticks(mix, per_tick, uuid.uuid4().hex[:6], system.now())
-    posted = 0
-    async with httpx.AsyncClient(timeout=30) as client:
-        pending: list[asyncio.Task[httpx.Response]] = []
-        # Unmeasured: the first seconds at a new rate (pools, caches, the broker's JIT).
-        warm_start = time.monotonic()
-        for tick in range(int(warmup_s * 10)):
-            pending.append(asyncio.create_task(post_batch(client, system.ingest_url, next(ticks))))
-            await asyncio.sleep(max(0.0, warm_start + (tick + 1) * 0.1 - time.monotonic()))
-        await asyncio.gather(*pending)
-        pending.clear()
-        cpu0 = cpu_snapshot(procs)
-        start = time.monotonic()
-        for tick in range(int(seconds * 10)):
-            batch = next(ticks)
-            wall = time.time()
-            for m in batch:
-                if m.get("event") == "Order Completed":
-                    sent_at[f"{m['userId']}@example.com"] = wall
-            pending.append(asyncio.create_task(post_batch(client, system.ingest_url, batch)))
-            posted += len(batch)
-            next_tick = start + (tick + 1) * 0.1
-            await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
-        responses = await asyncio.gather(*pending)
+    # Requests are encoded before the clock starts and sent on raw keep-alive connections
+    # (as in the throughput phase): the clock of an order starts when its request is
+    # written, not while the load generator builds it.
+    auth = basic_auth(WRITE_KEY)
+
+    def encoded(batch: list[dict[str, Any]]) -> tuple[bytes, list[str]]:
+        """The request, and the addresses of the buyers whose clock it starts."""
+        buyers = [
+            f"{m['userId']}@example.com" for m in batch if m.get("event") == "Order Completed"
+        ]
+        body = orjson.dumps({"batch": batch})
+        return post_request(system.ingest_url, "/v1/batch", auth, body), buyers
+
+    warm = [encoded(next(ticks)) for _ in range(round(warmup_s / tick_s))]
+    measured_batches = [next(ticks) for _ in range(round(seconds / tick_s))]
+    measured = [encoded(batch) for batch in measured_batches]
+    idle: list[tuple[RawConnection, float]] = []  # with when each was last used
+    answered_ms: list[float] = []
+
+    async def connection() -> RawConnection:
+        # uvicorn closes a keep-alive connection idle for 5 s: older ones are not reused
+        while idle:
+            conn, used = idle.pop()
+            if time.monotonic() - used < 2.0:
+                return conn
+            conn.close()
+        return await RawConnection.open(system.ingest_url)
+
+    async def send(request: bytes, buyers: Sequence[str]) -> int:
+        conn = await connection()
+        began = time.time()
+        for buyer in buyers:
+            sent_at[buyer] = began
+        status = await conn.post(request)
+        answered_ms.append((time.time() - began) * 1000)
+        idle.append((conn, time.monotonic()))
+        return status
+
+    async def offer(requests: Sequence[tuple[bytes, list[str]]]) -> tuple[list[int], float]:
+        pending: list[asyncio.Task[int]] = []
+        began = time.monotonic()
+        for tick, (request, buyers) in enumerate(requests):
+            pending.append(asyncio.create_task(send(request, buyers)))
+            await asyncio.sleep(max(0.0, began + (tick + 1) * tick_s - time.monotonic()))
+        return list(await asyncio.gather(*pending)), began
+
+    # Unmeasured: the first seconds at a new rate (pools, caches, the broker's JIT).
+    await offer(warm)
+    sent_at.clear()
+    answered_ms.clear()
+    cpu0 = cpu_snapshot(procs)
+    statuses, start = await offer(measured)
+    posted = sum(len(batch) for batch in measured_batches)
+    for conn, _ in idle:
+        conn.close()
     offered = time.monotonic() - start
-    refused = sum(1 for r in responses if r.status_code != 200)
+    refused = sum(1 for status in statuses if status != 200)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         got = {r for m in system.mailbox.all() for r in m.rcpt_tos if r in sent_at}
@@ -319,11 +358,18 @@ async def latency(
     ]
     result: dict[str, Any] = {
         "mix": mix,
+        "request_every_ms": round(tick_s * 1000),
+        "events_per_request": per_tick,
         "offered_events_per_s": round(posted / offered),
         "orders": len(sent_at),
         "refused_batches": refused,
         "welcome_emails": len(smtp),
         "cpu": cpu_report(cpu0, cpu1, procs, time.monotonic() - start),
+        # the whole batch's request, as the load generator saw it
+        "ingest_batch_answered_ms": {
+            "p50": round(statistics.median(answered_ms), 1),
+            "p99": round(percentile(answered_ms, 0.99), 1),
+        },
     }
     if smtp:
         result["ingest_to_smtp_250_ms"] = {
@@ -408,6 +454,23 @@ def span_gaps(spans: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
     }
 
 
+# One process per service: on 2 cores, a second instance of a service adds its idle cost,
+# its fetches and its transactions without a core to run on (measured: storefront 4,300
+# events/s with two instances of segmentation, orchestrator and sender, 5,400 with one).
+BENCH_LAYOUT: dict[str, int] = dict.fromkeys(DEFAULT_LAYOUT, 1)
+
+
+def parse_layout(text: str) -> dict[str, int]:
+    """`service=n,...` -> {service: n}; every service named must exist."""
+    layout: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        service, _, count = item.partition("=")
+        if service not in DEFAULT_LAYOUT or not count.isdigit() or int(count) < 1:
+            raise SystemExit(f"--layout: {item!r} is not SERVICE=N (N >= 1)")
+        layout[service] = int(count)
+    return layout
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=30_000)
@@ -425,6 +488,14 @@ async def main() -> None:
         " orders), first_orders (10%% new contacts' first orders: a stress)",
     )
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument(
+        "--request-every-ms",
+        type=float,
+        default=100.0,
+        help="latency phase: one /v1/batch request this often, carrying rate x interval"
+        " events (100 ms: 50-event batches, as a server-side SDK flushes; 2 ms: one event"
+        " per request, as a browser sends)",
+    )
     parser.add_argument(
         "--phases",
         default="idle,throughput,latency",
@@ -445,6 +516,13 @@ async def main() -> None:
         metavar="NAME=VALUE",
         help="a setting for every service (repeatable), e.g. RELANCE_CONSUMER_BATCH_SIZE=16",
     )
+    parser.add_argument(
+        "--layout",
+        default="",
+        metavar="SERVICE=N,...",
+        help="processes per service (default: one each, what 2 cores hold best), e.g."
+        " segmentation=2,orchestrator=2,sender=2 for the e2e suite's layout",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "e2e.json")
     args = parser.parse_args()
 
@@ -463,6 +541,7 @@ async def main() -> None:
         dsn,
         args.kafka,
         f"bench{uuid.uuid4().hex[:8]}.",
+        layout={**BENCH_LAYOUT, **parse_layout(args.layout)},
         extra_env={
             **({} if args.spans else {"RELANCE_OTEL_EXPORTER": "none"}),
             "RELANCE_LOG_LEVEL": "WARNING",
@@ -491,7 +570,9 @@ async def main() -> None:
                 print(json.dumps({"throughput": tput[mix]}, indent=2), flush=True)
         if "latency" in args.phases:
             for mix in args.latency_mix.split(","):
-                lat[mix] = await latency(system, args.rate, args.seconds, mix)
+                lat[mix] = await latency(
+                    system, args.rate, args.seconds, mix, tick_s=args.request_every_ms / 1000
+                )
                 print(json.dumps({"latency": lat[mix]}, indent=2), flush=True)
         if args.spans:
             await asyncio.sleep(2)  # the batch span processors flush

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
@@ -11,7 +12,7 @@ import pytest
 
 from relance_events import decode
 from relance_events.topics import DEAD_LETTERS, EVENTS
-from relance_runtime.bus.ports import Bus, OutgoingMessage, TopicPartition
+from relance_runtime.bus.ports import Bus, OutgoingMessage, Record, TopicPartition
 from relance_runtime.consumer import ConsumerLoop, Delivery
 from relance_runtime.errors import PermanentError, RebalancedAway
 
@@ -188,3 +189,58 @@ async def test_partitions_move_to_the_remaining_member_of_a_group(bus: Bus) -> N
     missing = [e for e in first_half + second_half if e.event_id not in seen]
     assert not missing, f"{len(missing)} events were never delivered"
     assert any("b" in who for who in seen.values())
+
+
+def end_offsets(records: Sequence[Record]) -> dict[TopicPartition, int]:
+    offsets: dict[TopicPartition, int] = {}
+    for record in records:
+        offsets[record.tp] = max(offsets.get(record.tp, 0), record.offset + 1)
+    return offsets
+
+
+async def test_a_late_commit_never_moves_a_partition_back_behind_another_members(
+    bus: Bus,
+) -> None:
+    """a polls, b joins and commits further on its share, b leaves, and only then does a
+    commit what it polled first (a slow batch across two rebalances). Every partition
+    must keep b's progress: a record b committed is never delivered again."""
+    topic = events_topic(bus)
+    group = f"g-{uuid.uuid4().hex[:6]}"
+    await bus.publish([numbered_event(f"c{i % 12}", i) for i in range(60)])
+    a = bus.consumer(group, [topic])
+    await a.start()
+    polled_by_a = await poll_until(a, 60, commit=False)
+    assert len(polled_by_a) == 60
+    await bus.publish([numbered_event(f"c{i % 12}", i) for i in range(60, 120)])
+
+    b = bus.consumer(group, [topic])
+    await b.start()
+    committed_by_b: list[Record] = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 40
+    while loop.time() < deadline:  # b reads its share to the end and commits it
+        await a.poll(max_records=500, timeout_s=0.2)  # a stays in the group, commits nothing
+        batch = await b.poll(max_records=500, timeout_s=0.2)
+        await b.commit(end_offsets(batch))
+        committed_by_b.extend(batch)
+        if a.assignment() and b.assignment() and committed_by_b and not batch:
+            break
+    assert committed_by_b, "b never got a share of the partitions"
+    await b.stop()
+    deadline = loop.time() + 40
+    while loop.time() < deadline and len(a.assignment()) < 12:
+        await a.poll(max_records=500, timeout_s=0.2)
+    assert len(a.assignment()) == 12, "a did not take b's partitions back"
+
+    with contextlib.suppress(RebalancedAway):
+        await a.commit(end_offsets(polled_by_a))
+    await a.stop()
+
+    c = bus.consumer(group, [topic])
+    await c.start()
+    try:
+        redelivered = await poll_until(c, 120, timeout_s=8.0)
+    finally:
+        await c.stop()
+    again = {(r.tp, r.offset) for r in redelivered} & {(r.tp, r.offset) for r in committed_by_b}
+    assert not again, f"{len(again)} records b committed came again: a moved them back"

@@ -1,7 +1,8 @@
 """The outbox relay on real PostgreSQL: its own process's NOTIFY wakes it, not a timer; of
 several relays each row is published once, a topic's rows in the order they were staged;
 rows of a process that died still leave; rows staged while another relay publishes their
-topic leave right after it; a topic never waits for another topic's relay."""
+topic leave right after it; a topic never waits for another topic's relay; a refused
+publish leaves the rows and the lane as they were."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from relance_events import Event, Publishable, new_event
 from relance_events.payloads import EmailOpened, MessageSent
 from relance_runtime.bus.messages import TopicNames, to_message
 from relance_runtime.bus.ports import OutgoingMessage
+from relance_runtime.errors import BusUnavailable
 from relance_runtime.outbox import OutboxRelay, TableOutbox, lane_lock
 
 pytestmark = pytest.mark.timeout(60)
@@ -257,3 +259,33 @@ async def test_a_topics_rows_leave_in_the_order_they_were_staged(pool: asyncpg.P
         ]
         got = [v for v, t in zip(captured.values, captured.topics, strict=True) if t == topic]
         assert got == expected
+
+
+class Refusing(Captured):
+    """A bus that refuses every publish."""
+
+    async def publish_raw(self, messages: Sequence[OutgoingMessage]) -> None:
+        raise BusUnavailable("the broker is away")
+
+
+async def test_a_refused_publish_keeps_the_rows_and_frees_the_lane(pool: asyncpg.Pool) -> None:
+    outbox = TableOutbox(lambda e: to_message(e, TopicNames("")))
+    await stage(pool, outbox, [opened(1), opened(2)])
+    resets: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: resets.append(context))
+    try:
+        with pytest.raises(BusUnavailable):
+            await OutboxRelay(pool, Refusing()).relay_once()
+    finally:
+        loop.set_exception_handler(previous)
+    # rolled back by the relay itself (asyncpg reports a reset of an open transaction)
+    assert resets == []
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM runtime_outbox") == 2
+        assert await conn.fetchval("SELECT pg_try_advisory_lock($1)", lane_lock(OPENED_TOPIC))
+        await conn.execute("SELECT pg_advisory_unlock_all()")
+    captured = Captured()
+    assert await OutboxRelay(pool, captured).relay_once() == 2
+    assert len(captured.values) == 2

@@ -305,3 +305,36 @@ async def test_a_failed_commit_is_retried_with_the_next_one() -> None:
         await asyncio.sleep(0.001)
     await loop.stop()
     assert committed(bus) == 4 and not failures
+
+
+async def test_partitions_kept_through_a_rebalance_are_committed_when_others_moved_away() -> None:
+    """A commit naming a partition that moved away is refused whole; the loop must still
+    commit the partitions it kept, or their lag stays stuck until new records arrive."""
+    bus = InMemoryBus(NAMES)
+    ticks = Ticks()
+    handled: list[int] = []
+
+    async def handler(deliveries: Sequence[Delivery]) -> None:
+        handled.extend(range(len(deliveries)))
+
+    loop = make_loop(bus, handler, commit_interval_s=1.0, monotonic=ticks)
+    await loop.start()
+    await bus.publish([numbered_event(f"c{i}", i) for i in range(40)])
+    for _ in range(2000):
+        if len(handled) == 40:
+            break
+        await asyncio.sleep(0.001)
+    assert len(handled) == 40 and committed(bus) == 0
+    bus.members[NAMES.group("g")].append("another-member")  # takes about half the partitions
+    assert loop._consumer is not None
+    kept = loop._consumer.assignment()
+    ticks.now = 1.0
+    for _ in range(2000):
+        if any(group == NAMES.group("g") for group, _ in bus.committed):
+            break
+        await asyncio.sleep(0.001)
+    await loop.stop()
+    ends = {tp: len(records) for tp, records in bus.log.items() if tp.topic == NAMES.of(EVENTS)}
+    mine = {tp: o for (group, tp), o in bus.committed.items() if group == NAMES.group("g")}
+    assert kept and mine == {tp: ends[tp] for tp in kept if ends.get(tp)}
+    assert loop.stats.rebalanced_commits == 0

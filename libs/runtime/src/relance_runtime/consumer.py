@@ -338,25 +338,40 @@ class ConsumerLoop:
             )
 
     async def _commit_done(self) -> None:
-        """Commit the offsets of every batch handled since the last commit."""
+        """Commit the offsets of every batch handled since the last commit.
+
+        Only partitions this member still owns are sent: a commit naming one that moved
+        away is refused whole, and the offsets of the partitions it kept, handled but never
+        committed again, would leave their lag stuck until new records arrive. A moved
+        partition's new owner redelivers from its last commit; inboxes dedupe."""
         self._committed_at = self._monotonic()
         if not self._uncommitted or self._consumer is None:
             return
-        offsets, self._uncommitted = self._uncommitted, {}
+        owned = self._consumer.assignment()
+        offsets = {tp: o for tp, o in self._uncommitted.items() if tp in owned}
+        self._uncommitted = {}
+        if not offsets:
+            return
         try:
             await self._consumer.commit(offsets)
         except RebalancedAway as exc:
-            # Another member owns (some of) these partitions now and will redeliver from
-            # its last commit; inboxes dedupe. A later commit of a partition we still own
-            # supersedes this one.
+            # The group moved partitions between our look and the commit: what is still
+            # ours goes with the next commit.
             self.stats.rebalanced_commits += 1
+            self._requeue(offsets, self._consumer.assignment())
             log.warning(
                 "commit after rebalance ignored", extra={"group": self.group, "error": str(exc)}
             )
         except TransientError as exc:
-            for tp, offset in offsets.items():  # tried again with the next commit
-                self._uncommitted[tp] = max(self._uncommitted.get(tp, 0), offset)
+            self._requeue(offsets, None)  # tried again with the next commit
             log.warning("commit failed; will retry", extra={"error": str(exc)})
+
+    def _requeue(
+        self, offsets: Mapping[TopicPartition, int], owned: frozenset[TopicPartition] | None
+    ) -> None:
+        for tp, offset in offsets.items():
+            if owned is None or tp in owned:
+                self._uncommitted[tp] = max(self._uncommitted.get(tp, 0), offset)
 
     def _progress(self, n: int) -> None:
         self.stats.processed += n

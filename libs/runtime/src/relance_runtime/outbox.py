@@ -209,31 +209,42 @@ class OutboxRelay:
         return [r["topic"] for r in rows]
 
     async def _relay_lane(self, topic: str) -> int:
-        async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(self._take_lock.format(lane=lane_lock(topic)))
-            rows = await conn.fetch(
-                """SELECT id, key, value, header_keys, header_values
-                   FROM runtime_outbox WHERE topic = $1 ORDER BY id LIMIT $2""",
-                topic,
-                self._batch_size,
-            )
-            if not rows:
-                return 0
-            await self._publisher.publish_raw(
-                [
-                    OutgoingMessage(
-                        topic=topic,
-                        key=r["key"],
-                        value=r["value"],
-                        headers=tuple(zip(r["header_keys"], r["header_values"], strict=True)),
-                    )
-                    for r in rows
-                ]
-            )
-            await conn.execute(
-                "DELETE FROM runtime_outbox WHERE id = ANY($1::bigint[])", [r["id"] for r in rows]
-            )
-            return len(rows)
+        async with self._pool.acquire() as conn:
+            # BEGIN rides with the locks: one round trip fewer on the way to the publish.
+            try:
+                await conn.execute("BEGIN; " + self._take_lock.format(lane=lane_lock(topic)))
+                sent = await self._publish_lane(conn, topic)
+            except BaseException:
+                with contextlib.suppress(Exception):  # a broken one is discarded by the pool
+                    await conn.execute("ROLLBACK")
+                raise
+            await conn.execute("COMMIT")
+            return sent
+
+    async def _publish_lane(self, conn: PoolConnectionProxy, topic: str) -> int:
+        rows = await conn.fetch(
+            """SELECT id, key, value, header_keys, header_values
+               FROM runtime_outbox WHERE topic = $1 ORDER BY id LIMIT $2""",
+            topic,
+            self._batch_size,
+        )
+        if not rows:
+            return 0
+        await self._publisher.publish_raw(
+            [
+                OutgoingMessage(
+                    topic=topic,
+                    key=r["key"],
+                    value=r["value"],
+                    headers=tuple(zip(r["header_keys"], r["header_values"], strict=True)),
+                )
+                for r in rows
+            ]
+        )
+        await conn.execute(
+            "DELETE FROM runtime_outbox WHERE id = ANY($1::bigint[])", [r["id"] for r in rows]
+        )
+        return len(rows)
 
     async def _run(self) -> None:
         backoff = 0.1

@@ -5,7 +5,11 @@ Publishing never retries at the application level (that would duplicate): the pr
 own retries are idempotent, and a failure surfaces as `BusUnavailable`.
 
 Consumers: auto-commit off; offsets are committed explicitly as `{tp: last + 1}` once the
-handler's effect is durable. A commit after a rebalance raises `RebalancedAway`.
+handler's effect is durable. A commit naming a partition no longer assigned raises
+`RebalancedAway`. A rebalance restarts every partition at its committed offset, even one
+that stays with this member: offsets of records polled before it are not committed (they
+come again, and inboxes dedupe), so a commit can never move a partition back behind what
+another member committed meanwhile.
 """
 
 from __future__ import annotations
@@ -336,7 +340,9 @@ class KafkaConsumer:
         session_timeout_ms: int = 10_000,
     ) -> None:
         self.group = group
+        # Counts revocations; `_polled_in` says in which one a partition was last polled.
         self.generation = 0
+        self._polled_in: dict[TopicPartition, int] = {}
         self._stopped = False
         self._topics = topics
         self._consumer = AIOKafkaConsumer(
@@ -369,15 +375,25 @@ class KafkaConsumer:
             )
         except KafkaConnectionError as exc:
             raise TransientError(f"Kafka fetch failed: {exc}") from exc
+        generation = self.generation
+        polled_in = self._polled_in
+        for tp in batches:
+            polled_in[TopicPartition(tp.topic, tp.partition)] = generation
         return [record_of(m) for messages in batches.values() for m in messages]
 
     async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
-        if not offsets:
+        assigned = self._consumer.assignment()
+        current: dict[KafkaTopicPartition, int] = {}
+        for tp, offset in offsets.items():
+            kafka_tp = KafkaTopicPartition(tp.topic, tp.partition)
+            if kafka_tp not in assigned:
+                raise RebalancedAway(f"commit refused, partition {tp} is not assigned")
+            if self._polled_in.get(tp) == self.generation:
+                current[kafka_tp] = offset
+        if not current:
             return
         try:
-            await self._consumer.commit(
-                {KafkaTopicPartition(tp.topic, tp.partition): o for tp, o in offsets.items()}
-            )
+            await self._consumer.commit(current)
         except (CommitFailedError, IllegalStateError) as exc:
             raise RebalancedAway(f"commit refused, partitions moved: {exc}") from exc
         except KafkaError as exc:

@@ -120,8 +120,9 @@ class _MemoryConsumer:
         lost = [tp for tp in offsets if tp not in owned]
         if lost:
             raise RebalancedAway(f"partitions no longer owned: {lost}")
-        for tp, offset in offsets.items():
-            self._bus.committed[(self._group, tp)] = offset
+        committed = self._bus.committed
+        for tp, offset in offsets.items():  # never back: a late commit after a rebalance
+            committed[(self._group, tp)] = max(committed.get((self._group, tp), 0), offset)
 
     async def stop(self) -> None:
         members = self._bus.members.get(self._group, [])

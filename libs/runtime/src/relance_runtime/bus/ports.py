@@ -70,7 +70,10 @@ class BusConsumer(Protocol):
     async def poll(self, *, max_records: int, timeout_s: float) -> list[Record]: ...
 
     async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
-        """Commit `next offset to read` per partition; raises `RebalancedAway` if not owned."""
+        """Commit `next offset to read` per partition; raises `RebalancedAway` if one is not
+        owned. Where a rebalance restarts owned partitions at their committed offset
+        (Kafka), offsets of records polled before it are left out: those records come
+        again."""
         ...
 
     async def stop(self) -> None:

@@ -315,7 +315,9 @@ class PostgresLogConsumer:
                 """INSERT INTO bus_group_offsets (group_id, topic, partition, next_offset)
                    VALUES ($1, $2, $3, $4)
                    ON CONFLICT (group_id, topic, partition)
-                   DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()""",
+                   DO UPDATE SET next_offset = GREATEST(bus_group_offsets.next_offset,
+                                                        EXCLUDED.next_offset),
+                                 updated_at = now()""",
                 [(self.group, tp.topic, tp.partition, o) for tp, o in offsets.items()],
             )
         except _CONNECTION_ERRORS as exc:

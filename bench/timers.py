@@ -52,6 +52,7 @@ from relance_orchestrator.adapters.postgres_timers import (
     PostgresJournal,
     PostgresTimerStore,
 )
+from relance_orchestrator.adapters.state_codec import pack_state
 from relance_orchestrator.domain.engine import Engine
 from relance_orchestrator.domain.facts import ShopFacts
 from relance_orchestrator.domain.policy import Policy
@@ -166,7 +167,7 @@ def _stories(t0: datetime) -> dict[str, list[dict[str, Any]]]:
 @dataclass(frozen=True)
 class Template:
     name: str
-    state_json: str
+    state: ContactState
     wakeups: dict[str, datetime]  # every pending wake-up; the earliest one is due first
     due_key: str
     due_at: datetime
@@ -200,7 +201,7 @@ def build_templates(engine: Engine, shop: ShopFacts, target: datetime) -> list[T
         state = _build(engine, shop, _stories(target + (target - earliest))[name])
         wakeups = state.wakeups()
         due_key, due_at = min(wakeups.items(), key=lambda kv: kv[1])
-        out.append(Template(name, state.model_dump_json(), wakeups, due_key, due_at))
+        out.append(Template(name, state, wakeups, due_key, due_at))
     return out
 
 
@@ -218,19 +219,23 @@ async def load(
     await conn.execute(
         "TRUNCATE orchestrator_contacts, orchestrator_timers, orchestrator_journal, runtime_outbox"
     )
-    contacts: list[tuple[str, str, str]] = []
+    contacts: list[tuple[str, str, bytes]] = []
     rows: list[tuple[str, str, str, datetime]] = []
     i = 0
     while len(rows) < timers or i < contacts_wanted:
         template = templates[i % len(templates)]
         key = f"c{i:08d}"
-        contacts.append((SHOP, key, template.state_json.replace(PLACEHOLDER, key)))
+        state = template.state
+        state = state.evolve(
+            {"contact_key": key, "facts": state.facts.evolve({"contact_key": key})}
+        )
+        contacts.append((SHOP, key, pack_state(state)))
         for timer_key, at in template.wakeups.items():
             due = due_of(i, template) if timer_key == template.due_key else at
             rows.append((SHOP, key, timer_key, due))
         i += 1
     await conn.copy_records_to_table(
-        "orchestrator_contacts", records=contacts, columns=["shop_id", "contact_key", "state"]
+        "orchestrator_contacts", records=contacts, columns=["shop_id", "contact_key", "packed"]
     )
     await conn.copy_records_to_table(
         "orchestrator_timers",

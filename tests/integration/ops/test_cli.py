@@ -6,13 +6,29 @@ import asyncio
 import json
 import os
 import sys
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
+import asyncpg
 import pytest
 
+from relance_events import new_event
+from relance_events.payloads import OrderCompleted
 from relance_events.topics import EVENTS
+from relance_orchestrator.adapters.postgres_shops import FixedShops
+from relance_orchestrator.adapters.postgres_timers import (
+    PostgresContactStore,
+    PostgresJournal,
+    PostgresTimerStore,
+)
+from relance_orchestrator.domain.engine import Engine
+from relance_orchestrator.plans.loader import load_plans
+from relance_orchestrator.services import Orchestrator
+from relance_runtime.bus.messages import TopicNames, to_message
 from relance_runtime.bus.ports import OutgoingMessage
 from relance_runtime.bus.postgres import PostgresLogBus
+from relance_runtime.outbox import TableOutbox
 
 from .test_dlq import dead_letter
 
@@ -95,3 +111,46 @@ async def test_list_replay_and_status_from_the_command_line(
     assert sum(x["lag"] for x in sender_lag if x["topic"] == topic) == 1
     assert status["backlog"]["dead_letters_replayed"] == 1
     assert status["dead_letters_retained"] == 1
+
+
+CONTACT = "import typer; from relance_cli.ops import contact; typer.run(contact)"
+
+
+async def test_contact_prints_a_contacts_state_and_timers(database_url: str) -> None:
+    """States are stored packed: `relance contact` is how an operator reads one."""
+    orchestrator = Orchestrator(
+        engine=Engine(load_plans()),
+        contacts=PostgresContactStore(),
+        timers=PostgresTimerStore(),
+        journal=PostgresJournal(),
+        outbox=TableOutbox(lambda event: to_message(event, TopicNames("cli-"))),
+        shops=FixedShops(average_basket=Decimal(50)),
+    )
+    ordered = datetime(2026, 3, 2, 9, tzinfo=UTC)
+    order = new_event(
+        OrderCompleted(order_id="o1", total=Decimal(80)),
+        shop_id="shop",
+        contact_key="ann",
+        source="test",
+        occurred_at=ordered,
+    )
+    conn = await asyncpg.connect(database_url)
+    try:
+        async with conn.transaction():
+            await orchestrator.handle_event(conn, order, ordered)
+    finally:
+        await conn.close()
+    env = {"RELANCE_BUS": "postgres", "RELANCE_DATABASE_URL": database_url}
+
+    shown = await cli_json(CONTACT, "shop", "ann", env=env)
+    assert shown["version"] == 1 and shown["contact_key"] == "ann"  # created, then decided
+    assert shown["state"]["facts"]["order_ids"] == ["o1"]
+    assert shown["state"]["facts"]["last_order"]["total"] == "80"
+    instances = shown["state"]["plans"]["satisfaction_survey"]["instances"]
+    assert instances["order:o1"]["steps"]["survey"]["status"] == "scheduled"
+    timers = {t["timer_key"]: t for t in shown["timers"]}
+    assert timers["satisfaction_survey/order:o1"]["state"] == "pending"
+    assert timers["satisfaction_survey/order:o1"]["due_at"].startswith("2026-03-09T09:00:00")
+
+    code, _, err = await cli(CONTACT, "shop", "nobody", env=env)
+    assert code == 1 and "no contact 'nobody'" in err

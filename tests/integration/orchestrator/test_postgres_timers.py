@@ -23,6 +23,7 @@ from relance_events.payloads import (
     OrderCompleted,
 )
 from relance_orchestrator.adapters.postgres_timers import PostgresContactStore
+from relance_orchestrator.adapters.state_codec import unpack_state
 from relance_orchestrator.services import Orchestrator
 
 T0 = datetime(2025, 3, 3, 12, 0, tzinfo=UTC)
@@ -167,10 +168,10 @@ async def test_timer_racing_an_event_loses_no_update(
     assert await orch.fire_due(timer_conn, due) == 0  # skipped, not blocked, not lost
     await tx.commit()
     assert await orch.fire_due(timer_conn, due) == 1
-    state = orjson.loads(await timer_conn.fetchval("SELECT state::text FROM orchestrator_contacts"))
-    sends = state["facts"]["sends"]
-    assert [s["step"] for s in sends] == ["welcome", "second_purchase"]
-    assert sends[0]["opened_at"] is not None  # the event's update survived the timer's
+    state = unpack_state(await timer_conn.fetchval("SELECT packed FROM orchestrator_contacts"))
+    sends = state.facts.sends
+    assert [s.step for s in sends] == ["welcome", "second_purchase"]
+    assert sends[0].opened_at is not None  # the event's update survived the timer's
     await event_conn.close()
     await timer_conn.close()
 
@@ -257,10 +258,8 @@ async def _snapshot(dsn: str) -> dict[str, Any]:
     try:
         return {
             "states": {
-                r[0]: orjson.loads(r[1])
-                for r in await conn.fetch(
-                    "SELECT contact_key, state::text FROM orchestrator_contacts"
-                )
+                r[0]: unpack_state(r[1])
+                for r in await conn.fetch("SELECT contact_key, packed FROM orchestrator_contacts")
             },
             "timers": sorted(
                 tuple(r)
@@ -311,7 +310,7 @@ async def test_a_batch_leaves_exactly_what_one_event_at_a_time_leaves(
     batched = await _snapshot(db)
     assert batched == one_by_one
     assert set(one_by_one["states"]) == {"ann", "bob", "cid", "anon:v1"}
-    assert one_by_one["states"]["anon:v1"]["merged_into"] == "cid"
+    assert one_by_one["states"]["anon:v1"].merged_into == "cid"
     assert any(t[0] == "cid" and t[1].startswith("abandoned_cart/") for t in batched["timers"])
     assert len(batched["requested"]) >= 3  # welcome for ann and bob, and cid's signup welcome
 
@@ -324,13 +323,13 @@ async def test_an_event_that_changes_nothing_does_not_rewrite_the_state(
     conn = await asyncpg.connect(db)
     try:
         before = await conn.fetchrow(
-            "SELECT version, state::text FROM orchestrator_contacts WHERE contact_key = 'c1'"
+            "SELECT version, packed FROM orchestrator_contacts WHERE contact_key = 'c1'"
         )
         async with conn.transaction():  # the same order again, in a batch, then alone
             await orch.handle_events(conn, [_order("c1", "o1", T0)], T0 + D)
         await _handle(db, orch, _order("c1", "o1", T0), T0 + D)
         after = await conn.fetchrow(
-            "SELECT version, state::text FROM orchestrator_contacts WHERE contact_key = 'c1'"
+            "SELECT version, packed FROM orchestrator_contacts WHERE contact_key = 'c1'"
         )
         assert tuple(after) == tuple(before)
         async with conn.transaction():  # a new order is written as before

@@ -12,7 +12,6 @@ from typing import Any
 
 import asyncpg
 import httpx
-import orjson
 import pytest
 from fastapi import FastAPI
 
@@ -33,8 +32,10 @@ from relance_events.payloads import (
     PageViewed,
     Payload,
 )
+from relance_orchestrator.adapters.state_codec import pack_state, unpack_state
 from relance_orchestrator.bootstrap import build, wire
 from relance_orchestrator.consumer import TimerLoop
+from relance_orchestrator.domain.state import StepRecord
 from relance_orchestrator.settings import OrchestratorSettings
 from relance_runtime.auth import install_auth_handler
 from relance_runtime.clock import FixedClock
@@ -211,14 +212,20 @@ async def test_a_poison_timer_is_parked_and_never_blocks_the_others(platform: Pl
     for contact in ("bad", "good"):
         await _handle(platform, loop, order(contact, f"o-{contact}", T0), T0)
     # the plan changed under a running instance: a scheduled step that no longer exists
-    ghost = {"status": "scheduled", "due_at": (T0 + DAY).isoformat()}
+    ghost = StepRecord(status="scheduled", due_at=T0 + DAY)
     async with platform.pool.acquire() as conn:
+        state = unpack_state(
+            await conn.fetchval(
+                "SELECT packed FROM orchestrator_contacts WHERE contact_key = 'bad'"
+            )
+        )
+        plan = state.plans["welcome_pack"]
+        instance = plan.instances["first_order"]
+        instance = instance.evolve({"steps": {**instance.steps, "ghost": ghost}})
+        plan = plan.evolve({"instances": {**plan.instances, "first_order": instance}})
         await conn.execute(
-            """UPDATE orchestrator_contacts
-               SET state = jsonb_set(state,
-                   '{plans,welcome_pack,instances,first_order,steps,ghost}', $1::jsonb)
-               WHERE contact_key = 'bad'""",
-            orjson.dumps(ghost).decode(),
+            "UPDATE orchestrator_contacts SET packed = $1 WHERE contact_key = 'bad'",
+            pack_state(state.evolve({"plans": {**state.plans, "welcome_pack": plan}})),
         )
     clock.set(T0 + 4 * DAY + timedelta(minutes=1))
     assert await loop.run_once() == 2  # good fired, bad failed once
@@ -281,12 +288,10 @@ async def test_alias_moves_the_anonymous_cart_plan_to_the_known_contact(
     # a later event under the anonymous key follows the merge
     await _handle(platform, loop, order("anon:a1", "o7", T0 + 4 * timedelta(hours=1)), clock.now())
     async with platform.pool.acquire() as conn:
-        state = orjson.loads(
-            await conn.fetchval(
-                "SELECT state::text FROM orchestrator_contacts WHERE contact_key = 'u9'"
-            )
+        state = unpack_state(
+            await conn.fetchval("SELECT packed FROM orchestrator_contacts WHERE contact_key = 'u9'")
         )
-    assert state["facts"]["orders_count"] == 1
+    assert state.facts.orders_count == 1
 
 
 async def test_stats_count_requested_sent_opened_clicked_and_converted(

@@ -10,8 +10,6 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from relance_events import deterministic_id
 from relance_events.payloads import (
@@ -23,7 +21,6 @@ from relance_events.payloads import (
 from relance_orchestrator.cli import simulate
 from relance_orchestrator.domain.commands import CancelWakeups, ScheduleWakeup
 from relance_orchestrator.domain.errors import IllegalTransition, PlanDefinitionError
-from relance_orchestrator.domain.state import StepRecord
 
 T0 = datetime(2025, 3, 3, 12, 0, tzinfo=UTC)  # a Monday
 H = timedelta(hours=1)
@@ -112,21 +109,6 @@ def test_message_context_carries_what_the_sender_renders(harness: HarnessFactory
     h.until(T0 + 200 * D)
     churn = h.sends("anti_churn")[0]
     assert churn.context["coupon"]["code"].startswith("MISSYOU-")
-
-
-@settings(max_examples=30, deadline=None)
-@given(
-    st.sampled_from(["waiting", "scheduled", "sent"]),
-    st.datetimes(timezones=st.just(UTC)),
-    st.text(max_size=8),
-)
-def test_evolve_equals_model_copy(status: Any, at: datetime, variant: str) -> None:
-    record = StepRecord(status=status, due_at=at)
-    update = {"variant": variant, "settled_at": at}
-    fast = record.evolve(update)
-    assert fast == record.model_copy(update=update)
-    assert fast.model_dump_json() == record.model_copy(update=update).model_dump_json()
-    assert record.variant is None  # the original is untouched
 
 
 def _events(path: Path) -> Path:

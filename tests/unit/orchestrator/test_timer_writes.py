@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
 
-from relance_orchestrator.domain.commands import CancelWakeups, ScheduleWakeup
+import pytest
+
+from relance_events.payloads import ContactAliased
+from relance_orchestrator.domain import engine as engine_module
+from relance_orchestrator.domain.commands import CancelWakeups, Command, ScheduleWakeup
+from relance_orchestrator.domain.engine import timer_commands
 from relance_orchestrator.domain.state import ContactState, Instance, PlanState, StepRecord
 from relance_orchestrator.ports import TimerWrite
 from relance_orchestrator.services import timer_writes
+
+from .conftest import Harness
 
 T0 = datetime(2026, 3, 2, 9, tzinfo=UTC)
 
@@ -54,3 +62,50 @@ def test_decisions_apply_in_order_and_the_last_one_wins() -> None:
         TimerWrite("shop", "c1", "anti_churn/contact", T0 + timedelta(days=180)),
     ]
     assert len({w.key for w in writes}) == len(writes)  # one write per timer
+
+
+def _full_diff(before: ContactState, after: ContactState) -> tuple[Command, ...]:
+    """What `timer_commands` stands for: the diff of every wake-up before and after."""
+    old, new = before.wakeups(), after.wakeups()
+    commands: list[Command] = [
+        ScheduleWakeup(key, at) for key, at in sorted(new.items()) if old.get(key) != at
+    ]
+    gone = tuple(sorted(k for k in old if k not in new))
+    if gone:
+        commands.append(CancelWakeups(gone))
+    return tuple(commands)
+
+
+def test_timer_commands_look_only_at_changed_plans_and_miss_nothing(
+    harness: Callable[..., Harness], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over a year of one contact's life (orders, carts, opens, survey answers, an alias),
+    every decision's timer commands equal the diff of all its wake-ups; and `wakeup_at`
+    answers as `wakeups()` does."""
+    compared = 0
+
+    def checked(before: ContactState, after: ContactState) -> tuple[Command, ...]:
+        nonlocal compared
+        commands = timer_commands(before, after)
+        assert commands == _full_diff(before, after)
+        wanted = after.wakeups()
+        for key in {*wanted, *before.wakeups(), "nope/x", "birthday/1999"}:
+            assert after.wakeup_at(key) == wanted.get(key)
+        compared += 1
+        return commands
+
+    monkeypatch.setattr(engine_module, "timer_commands", checked)
+    h = harness()
+    h.identify(T0, birthday=date(1990, 5, 17))
+    h.consent(T0)
+    h.cart(T0 + timedelta(hours=1), "k1", 2)
+    h.until(T0 + timedelta(days=2))
+    h.opened(T0 + timedelta(days=2, hours=1), "abandoned_cart", "reminder_1")
+    h.order(T0 + timedelta(days=3), "o1", "120", cart_id="k1")
+    h.until(T0 + timedelta(days=10))
+    h.answer(T0 + timedelta(days=11), "o1", "not_satisfied")
+    h.cart(T0 + timedelta(days=20), "k2", 1, contact="anon:v9")
+    h.emit(ContactAliased(user_id="c1", previous_id="v9"), T0 + timedelta(days=20, hours=1))
+    h.order(T0 + timedelta(days=40), "o2", "30")
+    h.until(T0 + timedelta(days=400))
+    assert compared > 20 and len(h.sends()) > 8

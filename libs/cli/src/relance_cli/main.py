@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from relance_cli.ops import dlq_app, status
+from relance_cli.ops import contact, dlq_app, status
 from relance_cli.services import APP_HOOKS, FACTORIES
 from relance_runtime.host import ServiceComponent
 from relance_runtime.platform import Platform
@@ -39,6 +39,7 @@ import_app = typer.Typer(help="Load historical data into Relance's database.")
 app.add_typer(import_app, name="import")
 app.add_typer(dlq_app, name="dlq")
 app.command()(status)
+app.command()(contact)
 
 console = Console(stderr=True, soft_wrap=True)
 

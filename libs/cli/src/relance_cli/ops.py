@@ -1,4 +1,5 @@
-"""`relance dlq list|replay` and `relance status`: the operator's commands (deploy/README.md)."""
+"""`relance dlq list|replay`, `relance status` and `relance contact`: the operator's commands
+(deploy/README.md)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -171,3 +173,44 @@ def status(
     out.print(f"support alerts queued {show(b.pending_alerts)}")
     out.print(f"dead letters retained {show(report.dead_letters_retained)}")
     out.print(f"dead letters replayed {show(b.dead_letters_replayed)}")
+
+
+def contact(
+    shop_id: Annotated[str, typer.Argument(help="The shop the contact belongs to.")],
+    contact_key: Annotated[
+        str, typer.Argument(help="The contact key (user id, or anon:<anonymous id>).")
+    ],
+) -> None:
+    """What the orchestrator holds for one contact, as JSON: its state (facts, plan
+    instances and their steps, sends; fields at their default left out), its timers, and
+    the row's version. States are stored packed (MessagePack), so this is how to read one.
+    Exits with 1 if the orchestrator has never seen the contact."""
+    from relance_orchestrator.adapters.postgres_timers import (
+        PostgresContactStore,
+        PostgresTimerStore,
+    )
+    from relance_orchestrator.adapters.state_codec import state_as_builtins
+
+    async def read(ops: Ops) -> dict[str, Any] | None:
+        async with ops.pool.acquire() as conn:
+            stored = await PostgresContactStore().peek(conn, shop_id, contact_key)
+            if stored is None:
+                return None
+            timers = await PostgresTimerStore().of_contact(conn, shop_id, contact_key)
+        return {
+            "shop_id": shop_id,
+            "contact_key": contact_key,
+            "version": stored.version,
+            "updated_at": stored.updated_at.isoformat(),
+            "timers": [
+                {k: v.isoformat() if isinstance(v, datetime) else v for k, v in t.items()}
+                for t in timers
+            ],
+            "state": state_as_builtins(stored.state),
+        }
+
+    found = _run(read)
+    if found is None:
+        Console(stderr=True).print(f"no contact {contact_key!r} in shop {shop_id!r}")
+        raise typer.Exit(code=1)
+    _print_json(found)

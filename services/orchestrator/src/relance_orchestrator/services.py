@@ -94,11 +94,7 @@ def timer_writes(
 ) -> list[TimerWrite]:
     """The net timer changes of one contact: a fired timer is gone unless the final state
     still wants a wake-up under its key; then schedules and cancels, in decision order."""
-    net: dict[str, datetime | None] = {}
-    if fired:
-        wanted = state.wakeups()
-        for key in fired:
-            net[key] = wanted.get(key)
+    net: dict[str, datetime | None] = {key: state.wakeup_at(key) for key in fired}
     for command in commands:
         if isinstance(command, ScheduleWakeup):
             net[command.key] = command.at

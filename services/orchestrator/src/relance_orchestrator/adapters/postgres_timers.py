@@ -6,13 +6,18 @@ Every method takes a connection already inside the caller's transaction.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
-from typing import assert_never
+from typing import Any, assert_never
 
-from pydantic import ValidationError
+from asyncpg import Record
 
+from relance_orchestrator.adapters.state_codec import (
+    UnreadableStateError,
+    pack_state,
+    unpack_state,
+)
 from relance_orchestrator.domain.commands import (
     CancelWakeups,
     Command,
@@ -32,43 +37,50 @@ from relance_orchestrator.ports import (
 )
 from relance_runtime.db import Connection
 
+_STATE = "c.packed, CASE WHEN c.packed IS NULL THEN c.state::text END"
+
+
+def _state_of(row: Record, at: int = 0) -> ContactState:
+    return unpack_state(row[at], row[at + 1])
+
+
+@dataclass(frozen=True, slots=True)
+class StoredContact:
+    state: ContactState
+    version: int
+    updated_at: datetime
+
 
 class PostgresContactStore:
+    """Contact states, packed (see `state_codec`), one row per contact, row-locked."""
+
     async def lock(self, conn: Connection, shop_id: str, contact_key: str) -> ContactState:
-        row = await conn.fetchrow(
-            """SELECT state::text FROM orchestrator_contacts
-               WHERE shop_id = $1 AND contact_key = $2 FOR UPDATE""",
-            shop_id,
-            contact_key,
-        )
+        select = f"""SELECT {_STATE} FROM orchestrator_contacts c
+                     WHERE shop_id = $1 AND contact_key = $2 FOR UPDATE"""
+        row = await conn.fetchrow(select, shop_id, contact_key)
         if row is None:
             fresh = ContactState.new(shop_id, contact_key)
             await conn.execute(
-                """INSERT INTO orchestrator_contacts (shop_id, contact_key, state)
-                   VALUES ($1, $2, $3::jsonb) ON CONFLICT DO NOTHING""",
+                """INSERT INTO orchestrator_contacts (shop_id, contact_key, packed)
+                   VALUES ($1, $2, $3) ON CONFLICT DO NOTHING""",
                 shop_id,
                 contact_key,
-                fresh.model_dump_json(),
+                pack_state(fresh),
             )
-            row = await conn.fetchrow(
-                """SELECT state::text FROM orchestrator_contacts
-                   WHERE shop_id = $1 AND contact_key = $2 FOR UPDATE""",
-                shop_id,
-                contact_key,
-            )
+            row = await conn.fetchrow(select, shop_id, contact_key)
             assert row is not None
-        return ContactState.model_validate_json(row[0])
+        return _state_of(row)
 
     async def lock_existing(
         self, conn: Connection, shop_id: str, contact_key: str
     ) -> ContactState | None:
         row = await conn.fetchrow(
-            """SELECT state::text FROM orchestrator_contacts
-               WHERE shop_id = $1 AND contact_key = $2 FOR UPDATE""",
+            f"""SELECT {_STATE} FROM orchestrator_contacts c
+                WHERE shop_id = $1 AND contact_key = $2 FOR UPDATE""",
             shop_id,
             contact_key,
         )
-        return None if row is None else ContactState.model_validate_json(row[0])
+        return None if row is None else _state_of(row)
 
     async def lock_many(
         self, conn: Connection, contacts: Sequence[tuple[str, str]]
@@ -76,23 +88,23 @@ class PostgresContactStore:
         if not contacts:
             return {}
         shops, keys = [s for s, _ in contacts], [c for _, c in contacts]
-        lock = """SELECT c.shop_id, c.contact_key, c.state::text
-                  FROM orchestrator_contacts c
-                  JOIN unnest($1::text[], $2::text[]) WITH ORDINALITY AS k(shop_id, contact_key, n)
-                    ON c.shop_id = k.shop_id AND c.contact_key = k.contact_key
-                  ORDER BY k.n FOR UPDATE OF c"""
+        lock = f"""SELECT c.shop_id, c.contact_key, {_STATE}
+                   FROM orchestrator_contacts c
+                   JOIN unnest($1::text[], $2::text[]) WITH ORDINALITY AS k(shop_id, contact_key, n)
+                     ON c.shop_id = k.shop_id AND c.contact_key = k.contact_key
+                   ORDER BY k.n FOR UPDATE OF c"""
         rows = await conn.fetch(lock, shops, keys)
-        out = {(r[0], r[1]): ContactState.model_validate_json(r[2]) for r in rows}
+        out = {(r[0], r[1]): _state_of(r, 2) for r in rows}
         missing = [c for c in contacts if c not in out]
         if missing:
             fresh = {(s, c): ContactState.new(s, c) for s, c in missing}
             inserted = await conn.fetch(
-                """INSERT INTO orchestrator_contacts (shop_id, contact_key, state)
-                   SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[])
+                """INSERT INTO orchestrator_contacts (shop_id, contact_key, packed)
+                   SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[])
                    ON CONFLICT DO NOTHING RETURNING shop_id, contact_key""",
                 [s for s, _ in missing],
                 [c for _, c in missing],
-                [f.model_dump_json() for f in fresh.values()],
+                [pack_state(f) for f in fresh.values()],
             )
             # Ours (inserted in this transaction, so locked): the state we just wrote.
             for r in inserted:
@@ -101,7 +113,7 @@ class PostgresContactStore:
             raced = [c for c in missing if c not in out]
             if raced:
                 rows = await conn.fetch(lock, [s for s, _ in raced], [c for _, c in raced])
-                out.update({(r[0], r[1]): ContactState.model_validate_json(r[2]) for r in rows})
+                out.update({(r[0], r[1]): _state_of(r, 2) for r in rows})
         return out
 
     async def try_lock_many(
@@ -110,33 +122,45 @@ class PostgresContactStore:
         if not contacts:
             return {}
         rows = await conn.fetch(
-            """SELECT c.shop_id, c.contact_key, c.state::text
-               FROM orchestrator_contacts c
-               JOIN unnest($1::text[], $2::text[]) AS k(shop_id, contact_key)
-                 ON c.shop_id = k.shop_id AND c.contact_key = k.contact_key
-               FOR UPDATE OF c SKIP LOCKED""",
+            f"""SELECT c.shop_id, c.contact_key, {_STATE}
+                FROM orchestrator_contacts c
+                JOIN unnest($1::text[], $2::text[]) AS k(shop_id, contact_key)
+                  ON c.shop_id = k.shop_id AND c.contact_key = k.contact_key
+                FOR UPDATE OF c SKIP LOCKED""",
             [s for s, _ in contacts],
             [c for _, c in contacts],
         )
         out: dict[tuple[str, str], ContactState | UnreadableState] = {}
         for r in rows:
             try:
-                out[(r[0], r[1])] = ContactState.model_validate_json(r[2])
-            except ValidationError as exc:
+                out[(r[0], r[1])] = _state_of(r, 2)
+            except UnreadableStateError as exc:
                 out[(r[0], r[1])] = UnreadableState(f"unreadable contact state: {exc}")
         return out
+
+    async def peek(self, conn: Connection, shop_id: str, contact_key: str) -> StoredContact | None:
+        """A contact's state as stored, without locking it (for operators)."""
+        row = await conn.fetchrow(
+            f"""SELECT {_STATE}, c.version, c.updated_at FROM orchestrator_contacts c
+                WHERE shop_id = $1 AND contact_key = $2""",
+            shop_id,
+            contact_key,
+        )
+        if row is None:
+            return None
+        return StoredContact(_state_of(row), row["version"], row["updated_at"])
 
     async def save_many(self, conn: Connection, states: Sequence[ContactState]) -> None:
         if not states:
             return
         await conn.execute(
             """UPDATE orchestrator_contacts c
-               SET state = u.state::jsonb, version = c.version + 1, updated_at = now()
-               FROM unnest($1::text[], $2::text[], $3::text[]) AS u(shop_id, contact_key, state)
+               SET packed = u.packed, state = NULL, version = c.version + 1, updated_at = now()
+               FROM unnest($1::text[], $2::text[], $3::bytea[]) AS u(shop_id, contact_key, packed)
                WHERE c.shop_id = u.shop_id AND c.contact_key = u.contact_key""",
             [s.shop_id for s in states],
             [s.contact_key for s in states],
-            [s.model_dump_json() for s in states],
+            [pack_state(s) for s in states],
         )
 
 
@@ -174,6 +198,19 @@ class PostgresTimerStore:
             retry_at,
             park,
         )
+
+    async def of_contact(
+        self, conn: Connection, shop_id: str, contact_key: str
+    ) -> list[dict[str, Any]]:
+        """A contact's timers (for operators): key, due time, state, attempts, last error."""
+        rows = await conn.fetch(
+            """SELECT timer_key, due_at, state, attempts, retry_at, last_error
+               FROM orchestrator_timers WHERE shop_id = $1 AND contact_key = $2
+               ORDER BY due_at, timer_key""",
+            shop_id,
+            contact_key,
+        )
+        return [dict(r) for r in rows]
 
     async def parked(self, conn: Connection, shop_id: str) -> dict[str, int]:
         """Parked timers per plan."""

@@ -46,6 +46,7 @@ from relance_orchestrator.domain.conditions import Context, all_hold
 from relance_orchestrator.domain.errors import IllegalTransition
 from relance_orchestrator.domain.facts import (
     FACT_PAYLOADS,
+    CartLine,
     ContactFacts,
     Order,
     SendRecord,
@@ -542,7 +543,7 @@ class PlanMachine:
                             "total": str(cart.total),
                             "currency": cart.currency,
                             "changed_at": cart.changed_at.isoformat(),
-                            "items": [i.model_dump(mode="json") for i in cart.items],
+                            "items": [_line_context(i) for i in cart.items],
                         }
                 case "last_order" | "first_order":
                     order = facts.last_order if part == "last_order" else facts.first_order
@@ -566,6 +567,21 @@ class PlanMachine:
                 case "survey_answer":
                     ctx["survey_answer"] = facts.survey_answers.get(instance.order_id or "")
         return ctx
+
+
+def _line_context(line: CartLine) -> dict[str, Any]:
+    """A cart line as the event carried it (every field, the price as a string)."""
+    return {
+        "product_id": line.product_id,
+        "sku": line.sku,
+        "name": line.name,
+        "category": line.category,
+        "brand": line.brand,
+        "price": str(line.price),
+        "quantity": line.quantity,
+        "url": line.url,
+        "image_url": line.image_url,
+    }
 
 
 def _order_context(order: Order) -> dict[str, Any]:
@@ -714,7 +730,17 @@ class Engine:
 
 
 def timer_commands(before: ContactState, after: ContactState) -> tuple[Command, ...]:
-    old, new = before.wakeups(), after.wakeups()
+    # only plans whose state changed can need other wake-ups (a firing changes one)
+    old: dict[str, datetime] = {}
+    new: dict[str, datetime] = {}
+    for name in before.plans.keys() | after.plans.keys():
+        was, now = before.plans.get(name), after.plans.get(name)
+        if was is now:
+            continue
+        if was is not None:
+            old.update(was.wakeups())
+        if now is not None:
+            new.update(now.wakeups())
     commands: list[Command] = [
         ScheduleWakeup(key, at) for key, at in sorted(new.items()) if old.get(key) != at
     ]

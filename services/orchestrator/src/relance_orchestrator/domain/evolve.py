@@ -1,38 +1,34 @@
-"""A faster `model_copy(update=...)` for the engine's hot path.
+"""The base of the engine's immutable state records.
 
-The engine only ever replaces fields with values of the right type that it computed
-itself, so the copy skips pydantic's generic `__copy__` (a measured 2x on the backtest's
-hot path). The result is an ordinary instance of the same model.
+The state is `msgspec` structs, not pydantic models: a timer firing decodes, decides on
+and encodes a whole contact state, and pydantic's validation and serialization of a
+5 KB state were most of a firing's cost (77 µs to read it, 33 µs to write it, against
+8 µs and 2 µs here). States are built by the engine from validated events, so nothing is
+lost by skipping validation on construction; decoding a stored state is still typed.
 """
 
 from __future__ import annotations
 
-from typing import Any, Self, TypeVar
+from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict
-
-M = TypeVar("M", bound=BaseModel)
-
-_set = object.__setattr__
+import msgspec
 
 
-def evolve(model: M, update: dict[str, Any]) -> M:
-    cls = model.__class__
-    new = cls.__new__(cls)
-    values = model.__dict__.copy()
-    values.update(update)
-    _set(new, "__dict__", values)
-    # only `exclude_unset` reads fields_set, and nothing here dumps with it
-    _set(new, "__pydantic_fields_set__", model.__pydantic_fields_set__)
-    _set(new, "__pydantic_extra__", model.__pydantic_extra__)
-    _set(new, "__pydantic_private__", model.__pydantic_private__)
-    return new
+class Frozen(
+    msgspec.Struct,
+    frozen=True,
+    kw_only=True,
+    omit_defaults=True,
+    forbid_unknown_fields=True,
+):
+    """Immutable record; fields left at their default are not stored. Subclasses say
+    `frozen=True, kw_only=True` again (msgspec applies `kw_only` to the fields a class
+    itself defines; mypy reads `frozen` per class).
 
-
-class Frozen(BaseModel):
-    """Base of the engine's immutable state models."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    Stored states are read back by field name: a field may be added with a default;
+    removing or renaming one needs a migration (an unknown field makes a state unreadable,
+    as a state written by a newer version must not be silently cut down)."""
 
     def evolve(self, update: dict[str, Any]) -> Self:
-        return evolve(self, update)
+        """A copy with some fields replaced (the engine's `model_copy(update=...)`)."""
+        return msgspec.structs.replace(self, **update)

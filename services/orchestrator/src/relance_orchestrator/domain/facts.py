@@ -12,7 +12,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final, Literal
 
-from pydantic import Field
+import msgspec
 
 from relance_events import Event
 from relance_events.payloads import (
@@ -42,7 +42,7 @@ SEND_HISTORY = timedelta(days=90)
 MIN_SENDS_KEPT = 20
 
 
-class ShopFacts(Frozen):
+class ShopFacts(Frozen, frozen=True, kw_only=True):
     """Shop-level inputs the plans compare against; computed elsewhere, passed in."""
 
     shop_id: str
@@ -50,9 +50,37 @@ class ShopFacts(Frozen):
     average_basket: Decimal | None = None
 
 
-class Cart(Frozen):
+class CartLine(Frozen, frozen=True, kw_only=True):
+    """A cart's line, as the event's `LineItem` carried it."""
+
+    product_id: str
+    sku: str | None = None
+    name: str | None = None
+    category: str | None = None
+    brand: str | None = None
+    price: Decimal = Decimal(0)
+    quantity: int = 1
+    url: str | None = None
+    image_url: str | None = None
+
+
+def cart_line(item: LineItem) -> CartLine:
+    return CartLine(
+        product_id=item.product_id,
+        sku=item.sku,
+        name=item.name,
+        category=item.category,
+        brand=item.brand,
+        price=item.price,
+        quantity=item.quantity,
+        url=item.url,
+        image_url=item.image_url,
+    )
+
+
+class Cart(Frozen, frozen=True, kw_only=True):
     cart_id: str
-    items: tuple[LineItem, ...] = ()
+    items: tuple[CartLine, ...] = ()
     total: Decimal = Decimal(0)
     currency: str = "EUR"
     changed_at: datetime
@@ -60,7 +88,7 @@ class Cart(Frozen):
     checkout_started_at: datetime | None = None
 
 
-class SendRecord(Frozen):
+class SendRecord(Frozen, frozen=True, kw_only=True):
     """One message this orchestrator requested; opens and clicks land here."""
 
     message_id: str
@@ -78,14 +106,14 @@ class SendRecord(Frozen):
 ORDER_LINES_KEPT = 10
 
 
-class OrderLine(Frozen):
+class OrderLine(Frozen, frozen=True, kw_only=True):
     product_id: str
     name: str | None = None
     quantity: int = 1
     price: Decimal = Decimal(0)
 
 
-class Order(Frozen):
+class Order(Frozen, frozen=True, kw_only=True):
     order_id: str
     at: datetime
     total: Decimal
@@ -97,7 +125,7 @@ class Order(Frozen):
     lines: tuple[OrderLine, ...] = ()
 
 
-class ContactFacts(Frozen):
+class ContactFacts(Frozen, frozen=True, kw_only=True):
     contact_key: str
     orders_count: int = 0
     order_ids: frozenset[str] = frozenset()
@@ -115,9 +143,9 @@ class ContactFacts(Frozen):
     timezone: str | None = None
     locale: str | None = None
     country: str | None = None
-    consent: dict[str, ConsentStatus] = Field(default_factory=dict)
-    carts: dict[str, Cart] = Field(default_factory=dict)
-    survey_answers: dict[str, SurveyAnswer] = Field(default_factory=dict)
+    consent: dict[str, ConsentStatus] = msgspec.field(default_factory=dict)
+    carts: dict[str, Cart] = msgspec.field(default_factory=dict)
+    survey_answers: dict[str, SurveyAnswer] = msgspec.field(default_factory=dict)
     sends: tuple[SendRecord, ...] = ()
 
     def consent_for(self, channel: Channel, purpose: Purpose) -> ConsentStatus | None:
@@ -196,11 +224,8 @@ def _order(payload: OrderCompleted, at: datetime) -> Order:
         categories=tuple(sorted({i.category for i in items if i.category})),
         product_ids=tuple(sorted({i.product_id for i in items})),
         skus=tuple(sorted({i.sku for i in items if i.sku})),
-        # already validated as LineItem: no second validation
         lines=tuple(
-            OrderLine.model_construct(
-                product_id=i.product_id, name=i.name, quantity=i.quantity, price=i.price
-            )
+            OrderLine(product_id=i.product_id, name=i.name, quantity=i.quantity, price=i.price)
             for i in items[:ORDER_LINES_KEPT]
         ),
     )
@@ -259,7 +284,7 @@ def reduce_facts(facts: ContactFacts, event: Event[Any]) -> tuple[ContactFacts, 
             return facts.evolve({"total_spent": facts.total_spent - p.amount}), True
         case CartChanged():
             cart = facts.carts.get(p.cart_id)
-            items = tuple(p.items)
+            items = tuple(cart_line(i) for i in p.items)
             if cart is not None and cart.items == items and not cart.ordered:
                 return facts, False  # a view or a replay: the cart did not change
             new_cart = Cart(

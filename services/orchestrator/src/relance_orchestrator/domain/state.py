@@ -10,7 +10,7 @@ from datetime import datetime
 from functools import cache
 from typing import Final, Literal
 
-from pydantic import Field
+from msgspec import field
 
 from relance_orchestrator.domain.errors import IllegalTransition
 from relance_orchestrator.domain.evolve import Frozen
@@ -51,7 +51,7 @@ def instance_transition(status: InstanceStatus, action: InstanceAction) -> Insta
         raise IllegalTransition(f"plan instance cannot {action} when {status}") from None
 
 
-class StepRecord(Frozen):
+class StepRecord(Frozen, frozen=True, kw_only=True):
     status: StepStatus = "waiting"
     due_at: datetime | None = None
     first_due_at: datetime | None = None
@@ -63,7 +63,7 @@ class StepRecord(Frozen):
         return self.evolve({"status": step_transition(self.status, action), **update})
 
 
-class Instance(Frozen):
+class Instance(Frozen, frozen=True, kw_only=True):
     plan: str
     key: str
     instance_id: str
@@ -105,25 +105,31 @@ class Instance(Frozen):
         return self.evolve({"steps": {**self.steps, name: record}})
 
 
-class HistoryEntry(Frozen):
+class HistoryEntry(Frozen, frozen=True, kw_only=True):
     key: str
     started_at: datetime
 
 
-class PlanState(Frozen):
+class PlanState(Frozen, frozen=True, kw_only=True):
     plan: str
-    instances: dict[str, Instance] = Field(default_factory=dict)
+    instances: dict[str, Instance] = field(default_factory=dict)
     history: tuple[HistoryEntry, ...] = ()
 
+    def wakeups(self) -> dict[str, datetime]:
+        out: dict[str, datetime] = {}
+        for instance in self.instances.values():
+            at = instance.next_at
+            if at is not None:
+                out[wakeup_key(instance.plan, instance.key)] = at
+        return out
 
-class ContactState(Frozen):
+
+class ContactState(Frozen, frozen=True, kw_only=True):
     shop_id: str
     contact_key: str
     facts: ContactFacts
-    plans: dict[str, PlanState] = Field(default_factory=dict)
-    merged_into: str | None = Field(
-        default=None, description="set once aliased: this contact's events go to that one"
-    )
+    plans: dict[str, PlanState] = field(default_factory=dict)
+    merged_into: str | None = None  # set once aliased: this contact's events go to that one
 
     @classmethod
     def new(cls, shop_id: str, contact_key: str) -> ContactState:
@@ -145,11 +151,15 @@ class ContactState(Frozen):
         """The wake-up each active instance needs, by wake-up key."""
         out: dict[str, datetime] = {}
         for plan_state in self.plans.values():
-            for instance in plan_state.instances.values():
-                at = instance.next_at
-                if at is not None:
-                    out[wakeup_key(instance.plan, instance.key)] = at
+            out.update(plan_state.wakeups())
         return out
+
+    def wakeup_at(self, key: str) -> datetime | None:
+        """The wake-up needed under one key (`wakeups().get(key)`, without the others)."""
+        plan, _, instance_key = key.partition("/")
+        plan_state = self.plans.get(plan)
+        instance = plan_state.instances.get(instance_key) if plan_state is not None else None
+        return instance.next_at if instance is not None else None
 
 
 @cache

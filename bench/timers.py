@@ -17,6 +17,9 @@ Phase 2 (lateness): timers fall due at a steady rate; lateness = commit time of 
 firing transaction - due time; p50 / p99. The rate defaults to the goal (20,000/s); if
 phase 1 showed the machine cannot fire that many, it is also run at 80 % of what it can.
 
+Each phase also reports the CPU seconds of the firing processes (relay included) and,
+beside them, of PostgreSQL and the Kafka broker, which share the same cores.
+
     uv run --frozen python bench/timers.py [--timers 1000000] [--processes 2] [--dsn DSN]
 
 Without --dsn an embedded PostgreSQL (pgserver) is started in a temp directory. The
@@ -352,6 +355,30 @@ def _run_processes(job: ProcessJob, processes: int) -> list[dict[str, Any]]:
     return out
 
 
+def cpu_beside() -> dict[str, float]:
+    """CPU seconds used so far by PostgreSQL's processes and by the Kafka broker (read from
+    /proc: both run on this machine), to say where the cores went."""
+    used = {"postgresql": 0.0, "kafka": 0.0}
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        own = (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+        if name == "postgres":
+            # + cutime, cstime: backends that exited are counted in their postmaster
+            used["postgresql"] += own + (int(fields[13]) + int(fields[14])) / tick
+        elif b"kafka.Kafka" in cmdline:
+            used["kafka"] += own
+    return used
+
+
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
@@ -418,7 +445,9 @@ async def _phase_engine(
         assert start_wall is not None
         offset = (anchor - datetime.fromtimestamp(start_wall, UTC)).total_seconds()
     job = ProcessJob(dsn, kafka, offset, due, workers, batch, start_wall, rate)
+    beside_before = cpu_beside()
     outs = _run_processes(job, processes)
+    beside = {k: round(v - beside_before[k], 1) for k, v in cpu_beside().items()}
     fired = sum(o["fired"] for o in outs)
     seconds = max(o["seconds"] for o in outs)
     lateness = [v for o in outs for v in o["lateness"]]
@@ -443,6 +472,7 @@ async def _phase_engine(
         "seconds": round(seconds, 2),
         "fired_per_s": round(fired / seconds, 1),
         "cpu_s_per_process": [round(o["cpu_s"], 1) for o in outs],
+        "cpu_s_beside": beside,
         "lateness_ms_p50": round(_pct(lateness, 0.50), 1),
         "lateness_ms_p99": round(_pct(lateness, 0.99), 1),
         "lateness_ms_max": round(max(lateness), 1) if lateness else 0.0,

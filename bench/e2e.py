@@ -43,6 +43,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import orjson
+from aiokafka.admin import AIOKafkaAdminClient
 from loadgen import RawConnection, basic_auth, post_request
 
 from relance_events.topics import EVENTS
@@ -471,6 +472,18 @@ def parse_layout(text: str) -> dict[str, int]:
     return layout
 
 
+async def delete_topics(bootstrap: str, prefix: str) -> None:
+    """The run's topics: a broker keeping every run's partitions gets slower."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        ours = [t for t in await admin.list_topics() if t.startswith(prefix)]
+        if ours:
+            await admin.delete_topics(ours)
+    finally:
+        await admin.close()
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=30_000)
@@ -536,11 +549,12 @@ async def main() -> None:
     await admin.execute(f'CREATE DATABASE "{name}"')
     await admin.close()
     dsn = urlunsplit(urlsplit(root)._replace(path=f"/{name}"))
+    prefix = f"bench{uuid.uuid4().hex[:8]}."
     system = System(
         tmp,
         dsn,
         args.kafka,
-        f"bench{uuid.uuid4().hex[:8]}.",
+        prefix,
         layout={**BENCH_LAYOUT, **parse_layout(args.layout)},
         extra_env={
             **({} if args.spans else {"RELANCE_OTEL_EXPORTER": "none"}),
@@ -580,6 +594,7 @@ async def main() -> None:
     finally:
         await asyncio.to_thread(system.stop)
         server.cleanup()
+        await delete_topics(args.kafka, prefix)
     results = {
         "machine": {
             "cpus": os.cpu_count(),

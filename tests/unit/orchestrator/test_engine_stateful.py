@@ -27,6 +27,7 @@ from relance_events.payloads import (
     RfmSegmentChanged,
     SurveyAnswered,
 )
+from relance_orchestrator.adapters.state_codec import pack_state, unpack_state
 from relance_orchestrator.domain.engine import Engine
 from relance_orchestrator.domain.facts import ShopFacts
 from relance_orchestrator.domain.state import ContactState
@@ -207,6 +208,12 @@ class EngineMachine(RuleBasedStateMachine):
         assert len(keys) == len(set(keys))
         ids = [s.message_id for s in self.sim.sends]
         assert len(ids) == len(set(ids))
+
+    @invariant()
+    def every_state_survives_being_stored(self) -> None:
+        # what PostgreSQL holds between decisions must read back as the same state
+        for state in self.sim.states.values():
+            assert unpack_state(pack_state(state)) == state
 
     def teardown(self) -> None:
         replay = _sim()

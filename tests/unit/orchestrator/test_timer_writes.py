@@ -10,7 +10,7 @@ import pytest
 from relance_events.payloads import ContactAliased
 from relance_orchestrator.domain import engine as engine_module
 from relance_orchestrator.domain.commands import CancelWakeups, Command, ScheduleWakeup
-from relance_orchestrator.domain.engine import timer_commands
+from relance_orchestrator.domain.engine import timer_commands, wakeup_changes
 from relance_orchestrator.domain.state import ContactState, Instance, PlanState, StepRecord
 from relance_orchestrator.ports import TimerWrite
 from relance_orchestrator.services import timer_writes
@@ -64,18 +64,6 @@ def test_decisions_apply_in_order_and_the_last_one_wins() -> None:
     assert len({w.key for w in writes}) == len(writes)  # one write per timer
 
 
-def _full_diff(before: ContactState, after: ContactState) -> tuple[Command, ...]:
-    """What `timer_commands` stands for: the diff of every wake-up before and after."""
-    old, new = before.wakeups(), after.wakeups()
-    commands: list[Command] = [
-        ScheduleWakeup(key, at) for key, at in sorted(new.items()) if old.get(key) != at
-    ]
-    gone = tuple(sorted(k for k in old if k not in new))
-    if gone:
-        commands.append(CancelWakeups(gone))
-    return tuple(commands)
-
-
 def test_timer_commands_look_only_at_changed_plans_and_miss_nothing(
     harness: Callable[..., Harness], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -87,7 +75,7 @@ def test_timer_commands_look_only_at_changed_plans_and_miss_nothing(
     def checked(before: ContactState, after: ContactState) -> tuple[Command, ...]:
         nonlocal compared
         commands = timer_commands(before, after)
-        assert commands == _full_diff(before, after)
+        assert commands == wakeup_changes(before.wakeups(), after.wakeups())
         wanted = after.wakeups()
         for key in {*wanted, *before.wakeups(), "nope/x", "birthday/1999"}:
             assert after.wakeup_at(key) == wanted.get(key)

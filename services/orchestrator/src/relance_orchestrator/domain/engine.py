@@ -730,7 +730,8 @@ class Engine:
 
 
 def timer_commands(before: ContactState, after: ContactState) -> tuple[Command, ...]:
-    # only plans whose state changed can need other wake-ups (a firing changes one)
+    """`wakeup_changes` between the two states' wake-ups, looking only at the plans whose
+    state changed (a firing changes one): the others need the same wake-ups as before."""
     old: dict[str, datetime] = {}
     new: dict[str, datetime] = {}
     for name in before.plans.keys() | after.plans.keys():
@@ -741,6 +742,11 @@ def timer_commands(before: ContactState, after: ContactState) -> tuple[Command, 
             old.update(was.wakeups())
         if now is not None:
             new.update(now.wakeups())
+    return wakeup_changes(old, new)
+
+
+def wakeup_changes(old: dict[str, datetime], new: dict[str, datetime]) -> tuple[Command, ...]:
+    """Schedule what is new or moved (by key), then cancel what is gone."""
     commands: list[Command] = [
         ScheduleWakeup(key, at) for key, at in sorted(new.items()) if old.get(key) != at
     ]

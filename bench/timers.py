@@ -47,8 +47,8 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import orjson
 
-from relance_events.segment_spec import CartBook, segment_to_events
 from relance_orchestrator.adapters.postgres_shops import PostgresShopDirectory
 from relance_orchestrator.adapters.postgres_timers import (
     PostgresContactStore,
@@ -63,7 +63,7 @@ from relance_orchestrator.domain.state import ContactState
 from relance_orchestrator.plans.loader import load_plans
 from relance_orchestrator.ports import DueTimer
 from relance_orchestrator.services import Orchestrator
-from relance_orchestrator.simulate import Simulation
+from relance_orchestrator.simulate import Simulation, read_segment_jsonl
 from relance_runtime.bus.kafka import KafkaBus
 from relance_runtime.bus.messages import TopicNames, to_message
 from relance_runtime.db import migrate
@@ -179,19 +179,8 @@ class Template:
 def _build(engine: Engine, shop: ShopFacts, story: Sequence[dict[str, Any]]) -> ContactState:
     """The story through the backtest core (timers fire between events, as in the service)."""
     sim = Simulation(engine=engine, shop=shop)
-    carts = CartBook(SHOP)
-    for i, message in enumerate(story):
-        received = datetime.fromisoformat(message["timestamp"])
-        for event in segment_to_events(
-            message,
-            shop_id=SHOP,
-            received_at=received,
-            index=i,
-            carts=carts,
-            max_age=None,
-            max_ahead=None,
-        ):
-            sim.feed(event)
+    for event in read_segment_jsonl((orjson.dumps(m) for m in story), shop_id=SHOP):
+        sim.feed(event)
     return sim.states[PLACEHOLDER]
 
 

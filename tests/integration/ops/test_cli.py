@@ -10,26 +10,15 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-import asyncpg
 import pytest
 
-from relance_events import new_event
-from relance_events.payloads import OrderCompleted
 from relance_events.topics import EVENTS
-from relance_orchestrator.adapters.postgres_shops import FixedShops
-from relance_orchestrator.adapters.postgres_timers import (
-    PostgresContactStore,
-    PostgresJournal,
-    PostgresTimerStore,
-)
-from relance_orchestrator.domain.engine import Engine
-from relance_orchestrator.plans.loader import load_plans
-from relance_orchestrator.services import Orchestrator
 from relance_runtime.bus.messages import TopicNames, to_message
 from relance_runtime.bus.ports import OutgoingMessage
 from relance_runtime.bus.postgres import PostgresLogBus
 from relance_runtime.outbox import TableOutbox
 
+from ..orchestrator.support import handle, order_event, postgres_orchestrator
 from .test_dlq import dead_letter
 
 pytestmark = pytest.mark.timeout(180)
@@ -118,28 +107,13 @@ CONTACT = "import typer; from relance_cli.ops import contact; typer.run(contact)
 
 async def test_contact_prints_a_contacts_state_and_timers(database_url: str) -> None:
     """States are stored packed: `relance contact` is how an operator reads one."""
-    orchestrator = Orchestrator(
-        engine=Engine(load_plans()),
-        contacts=PostgresContactStore(),
-        timers=PostgresTimerStore(),
-        journal=PostgresJournal(),
-        outbox=TableOutbox(lambda event: to_message(event, TopicNames("cli-"))),
-        shops=FixedShops(average_basket=Decimal(50)),
+    orchestrator = postgres_orchestrator(
+        TableOutbox(lambda event: to_message(event, TopicNames("cli-")))
     )
     ordered = datetime(2026, 3, 2, 9, tzinfo=UTC)
-    order = new_event(
-        OrderCompleted(order_id="o1", total=Decimal(80)),
-        shop_id="shop",
-        contact_key="ann",
-        source="test",
-        occurred_at=ordered,
+    await handle(
+        database_url, orchestrator, order_event("ann", "o1", ordered, Decimal(80)), ordered
     )
-    conn = await asyncpg.connect(database_url)
-    try:
-        async with conn.transaction():
-            await orchestrator.handle_event(conn, order, ordered)
-    finally:
-        await conn.close()
     env = {"RELANCE_BUS": "postgres", "RELANCE_DATABASE_URL": database_url}
 
     shown = await cli_json(CONTACT, "shop", "ann", env=env)

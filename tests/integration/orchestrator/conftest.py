@@ -4,42 +4,21 @@ the orchestrator on PostgreSQL stores that the tests build around their own outb
 from __future__ import annotations
 
 from collections.abc import Callable
-from decimal import Decimal
-from typing import Any
 
 import asyncpg
 import pytest
 
-from relance_orchestrator.adapters.postgres_shops import FixedShops
-from relance_orchestrator.adapters.postgres_timers import (
-    PostgresContactStore,
-    PostgresJournal,
-    PostgresTimerStore,
-)
-from relance_orchestrator.domain.engine import Engine
-from relance_orchestrator.plans.loader import load_plans
-from relance_orchestrator.ports import ShopDirectory
 from relance_orchestrator.services import Orchestrator
+
+from .support import postgres_orchestrator
 
 OrchestratorOn = Callable[..., Orchestrator]
 
 
 @pytest.fixture
 def orchestrator_on() -> OrchestratorOn:
-    """`orchestrator_on(outbox, shops=...)`: the shipped plans on the PostgreSQL stores;
-    shops default to a fixed average basket of 50."""
-
-    def build(outbox: Any, shops: ShopDirectory | None = None) -> Orchestrator:
-        return Orchestrator(
-            engine=Engine(load_plans()),
-            contacts=PostgresContactStore(),
-            timers=PostgresTimerStore(),
-            journal=PostgresJournal(),
-            outbox=outbox,
-            shops=shops or FixedShops(average_basket=Decimal(50)),
-        )
-
-    return build
+    """`orchestrator_on(outbox, shops=...)`: see `support.postgres_orchestrator`."""
+    return postgres_orchestrator
 
 
 @pytest.fixture

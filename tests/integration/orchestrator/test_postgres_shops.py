@@ -10,11 +10,12 @@ from typing import Any
 
 import asyncpg
 
-from relance_events import Event, new_event
-from relance_events.payloads import OrderCompleted
+from relance_events import Event
 from relance_orchestrator.adapters.postgres_shops import PostgresShopDirectory
 from relance_orchestrator.ports import SeenOrder
 from relance_orchestrator.services import Orchestrator
+
+from .support import order_event
 
 T0 = datetime(2025, 3, 3, 12, 0, tzinfo=UTC)
 
@@ -25,16 +26,6 @@ class KeptOutbox:
 
     async def add(self, conn: asyncpg.Connection, events: Sequence[Event[Any]]) -> None:
         self.requested.extend(events)
-
-
-def _order(contact: str, order_id: str, total: int, at: datetime) -> Event[Any]:
-    return new_event(
-        OrderCompleted(order_id=order_id, total=Decimal(total)),
-        shop_id="shop",
-        contact_key=contact,
-        source="test",
-        occurred_at=at,
-    )
 
 
 async def test_orders_seen_keeps_each_order_once(db: str) -> None:
@@ -66,13 +57,17 @@ async def test_a_batchs_orders_are_seen_before_its_decisions(
     decision of the batch already reads an average basket that includes them."""
     outbox = KeptOutbox()
     orchestrator = orchestrator_on(outbox, shops=PostgresShopDirectory(ttl=timedelta(0)))
-    first = _order("u-1", "o-1", 100, T0)
+    first = order_event("u-1", "o-1", T0, Decimal(100))
     conn = await asyncpg.connect(db)
     try:
         async with conn.transaction():
             await orchestrator.handle_events(conn, [first], T0)
         async with conn.transaction():
-            batch = [_order("u-2", "o-2", 20, T0), first, _order("u-3", "o-3", 80, T0)]
+            batch = [
+                order_event("u-2", "o-2", T0, Decimal(20)),
+                first,
+                order_event("u-3", "o-3", T0, Decimal(80)),
+            ]
             await orchestrator.handle_events(conn, batch, T0)
         rows = await conn.fetch("SELECT order_id FROM orchestrator_orders ORDER BY 1")
     finally:

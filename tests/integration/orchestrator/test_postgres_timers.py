@@ -26,6 +26,8 @@ from relance_orchestrator.adapters.postgres_timers import PostgresContactStore
 from relance_orchestrator.adapters.state_codec import unpack_state
 from relance_orchestrator.services import Orchestrator
 
+from .support import handle, order_event
+
 T0 = datetime(2025, 3, 3, 12, 0, tzinfo=UTC)
 D = timedelta(days=1)
 
@@ -51,25 +53,6 @@ class CrashingOutbox(TableOutbox):
         await killer.close()
 
 
-def _order(contact: str, order_id: str, at: datetime) -> Event[Any]:
-    return new_event(
-        OrderCompleted(order_id=order_id, total=Decimal(40)),
-        shop_id="shop",
-        contact_key=contact,
-        source="test",
-        occurred_at=at,
-    )
-
-
-async def _handle(dsn: str, orch: Orchestrator, event: Event[Any], now: datetime) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        async with conn.transaction():
-            await orch.handle_event(conn, event, now)
-    finally:
-        await conn.close()
-
-
 async def _outbox(dsn: str) -> list[tuple[str, str]]:
     conn = await asyncpg.connect(dsn)
     rows = await conn.fetch("SELECT message_id, body::text FROM test_outbox ORDER BY message_id")
@@ -81,7 +64,7 @@ async def test_event_schedules_timers_and_firing_requests_once(
     db: str, orchestrator_on: Callable[..., Orchestrator]
 ) -> None:
     orch = orchestrator_on(TableOutbox())
-    await _handle(db, orch, _order("c1", "o1", T0), T0)
+    await handle(db, orch, order_event("c1", "o1", T0), T0)
     assert [step for _, step in await _outbox(db)] == ["welcome"]
     conn = await asyncpg.connect(db)
     timers = dict(await conn.fetch("SELECT timer_key, due_at FROM orchestrator_timers"))
@@ -97,7 +80,7 @@ async def test_event_schedules_timers_and_firing_requests_once(
 async def test_crash_inside_the_firing_transaction_fires_once_in_effect(
     db: str, orchestrator_on: Callable[..., Orchestrator]
 ) -> None:
-    await _handle(db, orchestrator_on(TableOutbox()), _order("c1", "o1", T0), T0)
+    await handle(db, orchestrator_on(TableOutbox()), order_event("c1", "o1", T0), T0)
     crashing = orchestrator_on(CrashingOutbox(db))
     conn = await asyncpg.connect(db)
     crashed = False
@@ -121,7 +104,7 @@ async def test_several_workers_fire_each_timer_exactly_once(
 ) -> None:
     orch = orchestrator_on(TableOutbox())
     for i in range(60):
-        await _handle(db, orch, _order(f"c{i}", f"o{i}", T0), T0)
+        await handle(db, orch, order_event(f"c{i}", f"o{i}", T0), T0)
 
     async def worker() -> int:
         conn = await asyncpg.connect(db)
@@ -151,7 +134,7 @@ async def test_timer_racing_an_event_loses_no_update(
     db: str, orchestrator_on: Callable[..., Orchestrator]
 ) -> None:
     orch = orchestrator_on(TableOutbox())
-    await _handle(db, orch, _order("c1", "o1", T0), T0)
+    await handle(db, orch, order_event("c1", "o1", T0), T0)
     due = T0 + 4 * D
     event_conn = await asyncpg.connect(db)
     tx = event_conn.transaction()
@@ -191,7 +174,7 @@ async def test_a_batch_write_refused_for_one_contact_fires_the_others(
 ) -> None:
     orch = orchestrator_on(TableOutbox())
     for contact in ("a", "bad", "z"):
-        await _handle(db, orch, _order(contact, f"o-{contact}", T0), T0)
+        await handle(db, orch, order_event(contact, f"o-{contact}", T0), T0)
     refusing = dataclasses.replace(orch, contacts=RefusingContacts())
     conn = await asyncpg.connect(db)
     try:
@@ -298,7 +281,7 @@ async def test_a_batch_leaves_exactly_what_one_event_at_a_time_leaves(
     events = _story()
     now = T0 + timedelta(minutes=30)
     for event in events:
-        await _handle(db, orch, event, now)
+        await handle(db, orch, event, now)
     one_by_one = await _snapshot(db)
     await _reset(db)
     conn = await asyncpg.connect(db)
@@ -319,21 +302,21 @@ async def test_an_event_that_changes_nothing_does_not_rewrite_the_state(
     db: str, orchestrator_on: Callable[..., Orchestrator]
 ) -> None:
     orch = orchestrator_on(TableOutbox())
-    await _handle(db, orch, _order("c1", "o1", T0), T0)
+    await handle(db, orch, order_event("c1", "o1", T0), T0)
     conn = await asyncpg.connect(db)
     try:
         before = await conn.fetchrow(
             "SELECT version, packed FROM orchestrator_contacts WHERE contact_key = 'c1'"
         )
         async with conn.transaction():  # the same order again, in a batch, then alone
-            await orch.handle_events(conn, [_order("c1", "o1", T0)], T0 + D)
-        await _handle(db, orch, _order("c1", "o1", T0), T0 + D)
+            await orch.handle_events(conn, [order_event("c1", "o1", T0)], T0 + D)
+        await handle(db, orch, order_event("c1", "o1", T0), T0 + D)
         after = await conn.fetchrow(
             "SELECT version, packed FROM orchestrator_contacts WHERE contact_key = 'c1'"
         )
         assert tuple(after) == tuple(before)
         async with conn.transaction():  # a new order is written as before
-            await orch.handle_events(conn, [_order("c1", "o2", T0 + D)], T0 + D)
+            await orch.handle_events(conn, [order_event("c1", "o2", T0 + D)], T0 + D)
         assert (
             await conn.fetchval(
                 "SELECT version FROM orchestrator_contacts WHERE contact_key = 'c1'"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from relance_events.payloads import (
     ContactAliased,
     ContactIdentified,
     ContactTraits,
+    LineItem,
     LoyaltyTierChanged,
 )
 from relance_orchestrator.cli import simulate
@@ -219,3 +221,15 @@ def test_message_ids_are_deterministic_per_instance(harness: HarnessFactory) -> 
     instance = str(deterministic_id("shop", "c1", "welcome_pack", "first_order", T0.isoformat()))
     expected = str(deterministic_id("shop", "c1", "welcome_pack", "welcome", instance))
     assert h.sends("welcome_pack")[0].message_id == expected
+
+
+def test_a_reminders_cart_items_carry_every_field_of_the_events_line_items(
+    harness: HarnessFactory,
+) -> None:
+    h = harness()
+    h.consent(T0)
+    h.cart(T0, "k1", 2)
+    h.until(T0 + 4 * H)
+    reminder = h.sends("abandoned_cart")[0]
+    items = [LineItem(product_id=f"p{i}", price=Decimal(10)) for i in range(2)]
+    assert reminder.context["cart"]["items"] == [i.model_dump(mode="json") for i in items]

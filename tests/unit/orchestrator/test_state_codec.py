@@ -13,14 +13,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relance_events.segment_spec import CartBook, segment_to_events
 from relance_orchestrator.adapters.state_codec import pack_state, unpack_state
 from relance_orchestrator.domain.engine import Engine
 from relance_orchestrator.domain.facts import ShopFacts
 from relance_orchestrator.domain.policy import Policy
 from relance_orchestrator.domain.state import ContactState, StepRecord
 from relance_orchestrator.plans.loader import load_plans
-from relance_orchestrator.simulate import Simulation
+from relance_orchestrator.simulate import Simulation, read_segment_jsonl
 
 LEGACY = Path(__file__).parent / "data" / "legacy_state.json"
 USER = "zz-contact-placeholder-zz"
@@ -29,18 +28,18 @@ SHOP = ShopFacts(shop_id="shop", timezone="UTC", average_basket=Decimal("50"))
 T0 = datetime(2026, 6, 1, 9, tzinfo=timezone(timedelta(hours=2)))
 
 
-def _products(n: int) -> list[dict[str, Any]]:
-    return [
-        {
-            "product_id": f"p{i}",
-            "sku": f"SKU-{i}",
-            "name": f"Produit {i}",
-            "price": 19.9 + i,
-            "quantity": 1 + i % 3,
-            "category": "maison",
-        }
-        for i in range(n)
-    ]
+# the two products of the story the legacy fixture was written from
+PRODUCTS = [
+    {
+        "product_id": f"p{i}",
+        "sku": f"SKU-{i}",
+        "name": f"Produit {i}",
+        "price": 19.9 + i,
+        "quantity": 1 + i,
+        "category": "maison",
+    }
+    for i in range(2)
+]
 
 
 def _message(kind: str, at: datetime, **fields: Any) -> dict[str, Any]:
@@ -67,13 +66,13 @@ def _story() -> list[dict[str, Any]]:
             "track",
             T0 + timedelta(minutes=1),
             event="Product Added",
-            properties={"cart_id": "k1", **_products(1)[0]},
+            properties={"cart_id": "k1", **PRODUCTS[0]},
         ),
         _message(
             "track",
             T0 + timedelta(minutes=2),
             event="Product Added",
-            properties={"cart_id": "k1", **_products(2)[1]},
+            properties={"cart_id": "k1", **PRODUCTS[1]},
         ),
         _message(
             "track",
@@ -84,7 +83,7 @@ def _story() -> list[dict[str, Any]]:
                 "total": 80,
                 "currency": "EUR",
                 "cart_id": "k1",
-                "products": _products(2),
+                "products": PRODUCTS,
             },
         ),
     ]
@@ -92,19 +91,8 @@ def _story() -> list[dict[str, Any]]:
 
 def _built() -> ContactState:
     sim = Simulation(engine=Engine(load_plans(), Policy()), shop=SHOP)
-    carts = CartBook("shop")
-    for i, message in enumerate(_story()):
-        received = datetime.fromisoformat(message["timestamp"])
-        for event in segment_to_events(
-            message,
-            shop_id="shop",
-            received_at=received,
-            index=i,
-            carts=carts,
-            max_age=None,
-            max_ahead=None,
-        ):
-            sim.feed(event)
+    for event in read_segment_jsonl((orjson.dumps(m) for m in _story()), shop_id="shop"):
+        sim.feed(event)
     return sim.states[USER]
 
 

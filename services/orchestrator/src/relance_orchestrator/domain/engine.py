@@ -570,18 +570,10 @@ class PlanMachine:
 
 
 def _line_context(line: CartLine) -> dict[str, Any]:
-    """A cart line as the event carried it (every field, the price as a string)."""
-    return {
-        "product_id": line.product_id,
-        "sku": line.sku,
-        "name": line.name,
-        "category": line.category,
-        "brand": line.brand,
-        "price": str(line.price),
-        "quantity": line.quantity,
-        "url": line.url,
-        "image_url": line.image_url,
-    }
+    """A cart line as the event carried it: every field, the price as a string."""
+    ctx: dict[str, Any] = {name: getattr(line, name) for name in line.__struct_fields__}
+    ctx["price"] = str(line.price)
+    return ctx
 
 
 def _order_context(order: Order) -> dict[str, Any]:

@@ -51,7 +51,7 @@ class ShopFacts(Frozen, frozen=True, kw_only=True):
 
 
 class CartLine(Frozen, frozen=True, kw_only=True):
-    """A cart's line, as the event's `LineItem` carried it."""
+    """A cart's line, as the event's `LineItem` carried it (the same fields)."""
 
     product_id: str
     sku: str | None = None
@@ -65,17 +65,8 @@ class CartLine(Frozen, frozen=True, kw_only=True):
 
 
 def cart_line(item: LineItem) -> CartLine:
-    return CartLine(
-        product_id=item.product_id,
-        sku=item.sku,
-        name=item.name,
-        category=item.category,
-        brand=item.brand,
-        price=item.price,
-        quantity=item.quantity,
-        url=item.url,
-        image_url=item.image_url,
-    )
+    # same field names: copied by name, so a field added to both needs no code here
+    return msgspec.convert(item, CartLine, from_attributes=True)
 
 
 class Cart(Frozen, frozen=True, kw_only=True):

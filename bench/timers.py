@@ -9,7 +9,9 @@ messages (a first order; an abandoned cart; a repeat customer), so the states an
 steps fired (second purchase, cart reminder, survey) are the real ones.
 
 `--path store` measures the timer store alone (claim, delete, an outbox row): the ceiling
-the engine path is held to.
+the engine path is held to. `--path replay` runs the engine path with each wake-up's
+decision replayed instead of taken (`ReplayedDecisions`): what a firing costs beside the
+engine's own work, so the most any speed-up of the engine could give.
 
 Phase 1 (throughput): one timer per contact is already due, the contacts' other timers
 are pending in the future; the timers fired/s while draining the due ones.
@@ -40,7 +42,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -56,7 +58,13 @@ from relance_orchestrator.adapters.postgres_timers import (
     PostgresTimerStore,
 )
 from relance_orchestrator.adapters.state_codec import pack_state
-from relance_orchestrator.domain.engine import Engine
+from relance_orchestrator.domain.commands import (
+    CancelWakeups,
+    Command,
+    RequestMessage,
+    Wakeup,
+)
+from relance_orchestrator.domain.engine import Engine, Input, message_id_for
 from relance_orchestrator.domain.facts import ShopFacts
 from relance_orchestrator.domain.policy import Policy
 from relance_orchestrator.domain.state import ContactState
@@ -254,6 +262,41 @@ class RecordingTimers(PostgresTimerStore):
         return due
 
 
+class ReplayedDecisions(Engine):
+    """`--path replay`: an engine whose wake-up decisions cost next to nothing, to measure
+    what a firing costs beside the engine's own work.
+
+    The first wake-up of each timer key is decided for real; later ones replay its
+    message requests, re-addressed to the contact (with the contact's own message id),
+    leave the state as it was and cancel the fired timer. Everything else is the service's
+    code: claim, lock, read and write the packed state, timers, journal, outbox, relay."""
+
+    def __init__(self) -> None:
+        super().__init__(load_plans(), Policy())
+        self.first: dict[str, tuple[Command, ...]] = {}
+
+    def decide(
+        self, state: ContactState, event: Input, now: datetime, shop: ShopFacts
+    ) -> tuple[ContactState, tuple[Command, ...]]:
+        if not isinstance(event, Wakeup):
+            return super().decide(state, event, now, shop)
+        first = self.first.get(event.key)
+        if first is None:
+            first = self.first[event.key] = super().decide(state, event, now, shop)[1]
+        requests: list[Command] = [
+            replace(
+                c,
+                contact_key=state.contact_key,
+                message_id=message_id_for(
+                    state.shop_id, state.contact_key, c.plan, c.step, c.plan_instance
+                ),
+            )
+            for c in first
+            if isinstance(c, RequestMessage)
+        ]
+        return state, (*requests, CancelWakeups((event.key,)))
+
+
 @dataclass(frozen=True)
 class ProcessJob:
     dsn: str
@@ -264,6 +307,7 @@ class ProcessJob:
     batch: int
     rate_start_wall: float | None  # phase 2: timer i falls due at start + i / rate
     rate: float | None
+    replay: bool = False  # --path replay
 
 
 def _firing_process(job: ProcessJob, results: Any) -> None:
@@ -282,7 +326,7 @@ async def _fire(job: ProcessJob) -> dict[str, Any]:
         await relay.start()
     timers = RecordingTimers()
     orchestrator = Orchestrator(
-        engine=Engine(load_plans(), Policy()),
+        engine=ReplayedDecisions() if job.replay else Engine(load_plans(), Policy()),
         contacts=PostgresContactStore(),
         timers=timers,
         journal=PostgresJournal(),
@@ -408,6 +452,7 @@ async def _phase_engine(
     workers: int,
     batch: int,
     rate: float | None,
+    replay: bool,
 ) -> dict[str, Any]:
     anchor = max(t.due_at for t in templates)
     conn = await asyncpg.connect(dsn)
@@ -433,7 +478,7 @@ async def _phase_engine(
     else:
         assert start_wall is not None
         offset = (anchor - datetime.fromtimestamp(start_wall, UTC)).total_seconds()
-    job = ProcessJob(dsn, kafka, offset, due, workers, batch, start_wall, rate)
+    job = ProcessJob(dsn, kafka, offset, due, workers, batch, start_wall, rate, replay)
     beside_before = cpu_beside()
     outs = _run_processes(job, processes)
     beside = {k: round(v - beside_before[k], 1) for k, v in cpu_beside().items()}
@@ -478,8 +523,9 @@ def run_engine(args: argparse.Namespace, dsn: str) -> dict[str, Any]:
     if kafka is not None:
         asyncio.run(_ensure_topics(kafka))
     common = (args.processes, args.workers, args.batch)
+    replay = args.path == "replay"
     print(f"phase 1: {args.timers:,} pending timers, draining the due ones ...", flush=True)
-    drain = asyncio.run(_phase_engine(dsn, templates, args.timers, kafka, *common, None))
+    drain = asyncio.run(_phase_engine(dsn, templates, args.timers, kafka, *common, None, replay))
     print(json.dumps(drain, indent=2), flush=True)
     steady: dict[str, Any] = {}
     rates = [args.rate]
@@ -488,12 +534,12 @@ def run_engine(args: argparse.Namespace, dsn: str) -> dict[str, Any]:
     for rate in rates:
         n = int(rate * args.steady_seconds)
         print(f"phase 2: {n:,} timers falling due at {rate:,.0f}/s ...", flush=True)
-        result = asyncio.run(_phase_engine(dsn, templates, n, kafka, *common, rate))
+        result = asyncio.run(_phase_engine(dsn, templates, n, kafka, *common, rate, replay))
         result["rate_per_s"] = rate
         steady[f"{rate:.0f}_per_s"] = result
         print(json.dumps(result, indent=2), flush=True)
     return {
-        "path": "engine",
+        "path": args.path,
         "templates": {t.name: t.due_key for t in templates},
         "relay_to_kafka": kafka is not None,
         "processes": args.processes,
@@ -584,7 +630,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--path", choices=["engine", "store"], default="engine")
+    parser.add_argument(
+        "--path",
+        choices=["engine", "store", "replay"],
+        default="engine",
+        help="engine: the service's firing path (the goal's figure); store: the timer "
+        "store alone; replay: the engine path with wake-up decisions replayed, not taken "
+        "(what a firing costs beside the engine)",
+    )
     parser.add_argument("--timers", type=int, default=1_000_000, help="pending timers loaded")
     parser.add_argument("--processes", type=int, default=2, help="orchestrator processes")
     parser.add_argument("--workers", type=int, default=1, help="timer loops per process")
@@ -610,6 +663,8 @@ def main() -> None:
         goal = result["steady"].get(f"{args.rate:.0f}_per_s", {})
         result["goals"] = {"fired_per_s": GOAL_RATE, "lateness_ms_p99": GOAL_P99_MS}
         result["goals_met"] = best >= GOAL_RATE and goal.get("lateness_ms_p99", 1e9) < GOAL_P99_MS
+    elif args.path == "replay":
+        result = run_engine(args, dsn)
     else:
         result = asyncio.run(run_store(dsn, args.timers, args.workers * 2, 2000, args.rate))
     result["machine"] = {
@@ -620,7 +675,7 @@ def main() -> None:
     }
     text = json.dumps(result, indent=2)
     print(text)
-    out = RESULTS if args.path == "engine" else RESULTS.with_name("timers-store.json")
+    out = RESULTS if args.path == "engine" else RESULTS.with_name(f"timers-{args.path}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text + "\n")
 

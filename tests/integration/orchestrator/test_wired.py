@@ -333,6 +333,49 @@ async def test_stats_count_requested_sent_opened_clicked_and_converted(
     assert "PlanStatsResponse" in schema["components"]["schemas"]
 
 
+async def test_an_open_naming_plan_and_step_counts_for_its_message_at_its_own_time(
+    platform: Platform, component: Component, clock: FixedClock
+) -> None:
+    """Opens and clicks that carry a plan and step instead of a message id (what a shop's
+    own tracking may send) reach the stats too, journalled when they happened."""
+    await platform.bus.publish([order("eve", "o1", T0)])
+    await wait_for(lambda: _steps(platform, "eve", 1))
+    mid = welcome_id("eve")
+    opened_at = T0 + timedelta(hours=3)
+    await platform.bus.publish(
+        [
+            ev(MessageSent(message_id=mid, channel="email"), "eve", T0 + timedelta(minutes=1)),
+            ev(EmailOpened(plan="welcome_pack", step="welcome"), "eve", opened_at),
+            ev(
+                LinkClicked(plan="welcome_pack", step="welcome", url="https://shop.example/p"),
+                "eve",
+                opened_at + timedelta(minutes=5),
+            ),
+        ]
+    )
+
+    async def tracked() -> list[tuple[str, str, datetime]] | None:
+        async with platform.pool.acquire() as conn:
+            rows = await conn.fetch(
+                """SELECT kind, message_id, at FROM orchestrator_journal
+                   WHERE contact_key = 'eve' AND kind IN ('sent', 'opened', 'clicked')
+                   ORDER BY kind"""
+            )
+        found = [(r["kind"], r["message_id"], r["at"]) for r in rows]
+        return found if len(found) == 3 else None
+
+    assert await wait_for(tracked) == [
+        ("clicked", mid, opened_at + timedelta(minutes=5)),
+        ("opened", mid, opened_at),
+        ("sent", mid, T0 + timedelta(minutes=1)),
+    ]
+    orchestrator = wire(platform, OrchestratorSettings(), clock).orchestrator
+    async with platform.pool.acquire() as conn:
+        counts, _parked = await orchestrator.stats(conn, SHOP)
+    (row,) = [r for r in counts if (r.plan, r.step) == ("welcome_pack", "welcome")]
+    assert (row.requested, row.sent, row.opened, row.clicked) == (1, 1, 1, 1)
+
+
 async def test_status_of_a_message_requested_in_the_same_batch_is_tracked_once(
     platform: Platform, clock: FixedClock
 ) -> None:

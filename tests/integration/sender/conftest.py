@@ -53,7 +53,7 @@ def birthday_request(
             locale="fr",
             context={
                 "contact": {"email": email, "first_name": "Léa"},
-                "promo": {"code": "LEA10", "discount": "10 %", "expires_at": "2025-03-31"},
+                "coupon": {"code": "LEA10", "discount": "10 %", "expires_at": "2025-03-31"},
             },
         ),
         shop_id="shop",

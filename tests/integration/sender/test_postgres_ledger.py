@@ -54,7 +54,7 @@ def request(
             "locale": "en",
             "context": {
                 "contact": {"email": to, "first_name": "Lea"},
-                "promo": {"code": "LEA10", "discount": "10%", "expires_at": "2025-03-31"},
+                "coupon": {"code": "LEA10", "discount": "10%", "expires_at": "2025-03-31"},
             },
         }
     )

@@ -35,7 +35,7 @@ def request(message_id: str = "m-1") -> SendRequest:
             "locale": "fr",
             "context": {
                 "contact": {"email": "ok@example.org", "first_name": "Léa"},
-                "promo": {"code": "LEA10", "discount": "10 %", "expires_at": "2025-03-31"},
+                "coupon": {"code": "LEA10", "discount": "10 %", "expires_at": "2025-03-31"},
             },
         }
     )

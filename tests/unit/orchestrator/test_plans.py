@@ -59,7 +59,7 @@ def test_welcome_for_a_prospect_needs_email_consent(harness: Any) -> None:
     h.until(T0 + 10 * D)
     assert h.sends("welcome_pack") == []
     h.consent(T0 + 10 * D)
-    h.until(T0 + 11 * D)
+    h.until(T0 + 30 * D)  # no second-purchase push: a prospect has no first order
     assert [s for s, _, _ in h.steps("welcome_pack")] == ["welcome"]
     assert h.steps("welcome_pack")[0][2] == T0 + 10 * D
 
@@ -100,9 +100,9 @@ def _one_welcome_plans() -> list[Plan]:
     ("order_after", "expected"),
     [
         (0 * D, ["welcome", "second_purchase"]),  # consent and order together at checkout
-        # the signup's own second step went out at 4 days; the order's runs from the order
-        (6 * D, ["welcome", "second_purchase", "second_purchase"]),
-        (8 * D, ["welcome", "second_purchase", "welcome", "second_purchase"]),
+        # the signup's second step is skipped (no order); the order's runs from the order
+        (6 * D, ["welcome", "second_purchase"]),
+        (8 * D, ["welcome", "welcome", "second_purchase"]),
     ],
 )
 def test_sent_within_lets_a_merchant_send_one_welcome(
@@ -185,6 +185,70 @@ def test_anti_churn_order_after_reminder_1_ends_it_and_restarts_the_clock(harnes
     assert h.sim.pending_timers()[("c1", "anti_churn/contact")] == datetime(
         2026, 3, 5, 12, 0, tzinfo=UTC
     )
+
+
+def test_anti_churn_code_runs_from_reminder_1_and_reminder_3_makes_another_offer(
+    harness: Any,
+) -> None:
+    h = harness()
+    h.order(T0, "o1")
+    r1 = datetime(2025, 9, 3, 12, 0, tzinfo=UTC)
+    h.until(r1 + D)
+    h.opened(r1 + D, "anti_churn", "reminder_1")
+    h.until(r1 + 30 * D)
+    offers = {s.step: s.context["coupon"] for s in h.sends("anti_churn")}
+    assert list(offers) == ["reminder_1", "reminder_2", "reminder_3"]
+    assert offers["reminder_1"] == offers["reminder_2"]  # the same code, reminded
+    assert offers["reminder_1"]["code"].startswith("MISSYOU-")
+    assert offers["reminder_1"]["discount"] == "15%"
+    assert offers["reminder_1"]["expires_at"] == (r1 + 20 * D).isoformat()
+    last = offers["reminder_3"]
+    assert last["code"].startswith("LASTCALL-") and last["discount"] == "20%"
+    assert last["expires_at"] == (r1 + 12 * D + 7 * D).isoformat()
+
+
+def test_a_code_stays_valid_for_its_days_after_a_longer_first_delay(harness: Any) -> None:
+    """`valid_days` counts from the first message that carries the code, so a merchant who
+    waits 9 months instead of 6 does not send a code that has already expired."""
+    plans = [
+        p.model_copy(
+            update={
+                "steps": (
+                    p.steps[0].model_copy(update={"delay": Delay(months=9)}),
+                    *p.steps[1:],
+                )
+            }
+        )
+        if p.name == "anti_churn"
+        else p
+        for p in load_plans()
+    ]
+    h = harness(plans=plans)
+    h.order(T0, "o1")
+    r1 = datetime(2025, 12, 3, 12, 0, tzinfo=UTC)
+    h.until(r1)
+    (sent,) = h.sends("anti_churn")
+    assert sent.at == r1
+    assert sent.context["coupon"]["expires_at"] == (r1 + 20 * D).isoformat()
+
+
+def test_an_older_order_arriving_late_moves_no_plan(harness: Any) -> None:
+    """A backfilled order dated before the last known one counts in the facts only: the
+    plans keep following the latest purchase."""
+    h = harness()
+    h.order(T0, "o1")
+    h.until(T0 + D)
+    before = dict(h.sim.pending_timers())
+    h.order(T0 - 60 * D, "o0")
+    assert h.sim.pending_timers() == before
+    h.until(T0 + 200 * D)
+    assert h.steps("cross_sell")[0] == ("recommendation", "up_sell", T0 + 30 * D)
+    assert h.steps("anti_churn")[0] == ("reminder_1", None, datetime(2025, 9, 3, 12, tzinfo=UTC))
+    surveys = [s.context["order_id"] for s in h.sends("satisfaction_survey")]
+    assert surveys == ["o1"]
+    assert h.sim.states["c1"].facts.orders_count == 2
+    assert h.sim.states["c1"].facts.first_order is not None
+    assert h.sim.states["c1"].facts.first_order.order_id == "o0"
 
 
 # --- birthday -----------------------------------------------------------------------------
@@ -368,6 +432,23 @@ def test_survey_once_per_order_and_once_per_30_days(harness: Any) -> None:
 
 
 # --- attribution --------------------------------------------------------------------------
+
+
+def test_a_purchase_is_attributed_to_the_last_of_several_messages(harness: Any) -> None:
+    h = harness()
+    h.order(T0, "o1")
+    h.until(T0 + 7 * D)  # the survey, transactional, at +7 d
+    h.cart(T0 + 7 * D + H, "k1", 1)
+    h.until(T0 + 7 * D + 5 * H)  # the cart's reminder_1, 3 h after the change
+    assert [(s.plan, s.step) for s in h.sends()][-2:] == [
+        ("satisfaction_survey", "survey"),
+        ("abandoned_cart", "reminder_1"),
+    ]
+    commands = h.order(T0 + 8 * D, "o2", "60")
+    found = [c for c in commands if isinstance(c, OrderAttributed)]
+    assert [(c.plan, c.step, str(c.revenue)) for c in found] == [
+        ("abandoned_cart", "reminder_1", "60")
+    ]
 
 
 @pytest.mark.parametrize(("after", "attributed"), [(5 * D - M, True), (5 * D + M, False)])

@@ -38,17 +38,22 @@ def full_context() -> dict[str, Any]:
             "url": "https://shop.example/cart/c1",
             "clear_at": "2025-03-05T10:00:00Z",
         },
-        "promo": {"code": "BDAY15", "discount": "15 %", "expires_at": "2025-03-31"},
+        "coupon": {"code": "BDAY15", "discount": "15 %", "expires_at": "2025-03-31"},
         "last_order": {
             "order_id": "o-41",
-            "date": "2024-09-01T10:00:00Z",
+            "at": "2024-09-01T10:00:00Z",
             "total": "120.00",
             "currency": "EUR",
         },
-        "recommendations": [
-            {"name": "Écharpe", "url": "https://shop.example/p/echarpe", "price": "29.00"},
-            {"name": "Gants", "url": "https://shop.example/p/gants"},
-        ],
+        "recommendations": {
+            "strategy": "cross_sell",
+            "based_on_product_ids": ["p-41"],
+            "based_on_categories": ["maille"],
+            "products": [
+                {"name": "Écharpe", "url": "https://shop.example/p/echarpe", "price": "29.00"},
+                {"name": "Gants", "url": "https://shop.example/p/gants"},
+            ],
+        },
         "order_id": "o-42",
     }
 

@@ -118,7 +118,7 @@ async def test_every_outcome_has_its_counter(
     await send(to("ines@example.org", "u-3", "m-unknown"))
     await send(to("ada@example.org", "u-4", "m-ok"))
     await send(to("ada@example.org", "u-4", "m-ok"))  # a redelivery
-    blank = {"contact": {"email": "max@example.org"}}  # no promo: the template cannot render
+    blank = {"contact": {"email": "max@example.org"}}  # no coupon: the template cannot render
     await send(make_request("birthday", "wishes", message_id="m-blank", context=blank))
     async with world.store.transaction() as tx:
         await tx.record_consent(ConsentRecord("shop-1", "u-5", "email", "marketing", "denied", NOW))

@@ -91,7 +91,7 @@ def test_birthday_shows_code_and_french_date(renderer: Renderer) -> None:
 
 def test_missing_variable_is_a_render_error_not_a_blank(renderer: Renderer) -> None:
     context = full_context()
-    del context["promo"]
+    del context["coupon"]
     with pytest.raises(RenderError) as error:
         renderer.render_email(
             make_request("birthday", "wishes", context=context),
@@ -99,7 +99,7 @@ def test_missing_variable_is_a_render_error_not_a_blank(renderer: Renderer) -> N
             unsubscribe_url=None,
             pixel_url=None,
         )
-    assert "promo" in str(error.value)
+    assert "coupon" in str(error.value)
 
 
 def test_unknown_step_is_a_render_error(renderer: Renderer) -> None:
@@ -118,7 +118,7 @@ def test_unknown_locale_falls_back_to_the_default_and_regional_locales_use_their
 
 def test_sandbox_refuses_template_tricks(renderer: Renderer) -> None:
     context = full_context()
-    context["promo"]["discount"] = "{{ ''.__class__.__mro__ }}"
+    context["coupon"]["discount"] = "{{ ''.__class__.__mro__ }}"
     email = renderer.render_email(
         make_request("birthday", "wishes", context=context),
         Links(),

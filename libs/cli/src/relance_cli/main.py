@@ -215,7 +215,8 @@ def simulate_command(
     ],
     out: Annotated[Path, typer.Option(help="One JSON line per message that would be sent.")],
     config: Annotated[
-        Path | None, typer.Option(help="YAML/JSON overriding plan delays and shop facts.")
+        Path | None,
+        typer.Option(help="YAML/JSON overriding plans, shop facts, caps, send windows."),
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:

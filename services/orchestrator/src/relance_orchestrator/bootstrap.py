@@ -23,7 +23,6 @@ from relance_orchestrator.adapters.postgres_timers import (
 )
 from relance_orchestrator.consumer import SERVICE, EventHandler, TimerLoop
 from relance_orchestrator.domain.engine import Engine
-from relance_orchestrator.domain.policy import Policy
 from relance_orchestrator.http import OrchestratorDeps, build_router
 from relance_orchestrator.plans.loader import load_plans
 from relance_orchestrator.services import Orchestrator, TimerRetry
@@ -49,9 +48,8 @@ def wire(
     platform: Platform, settings: OrchestratorSettings, clock: Clock | None = None
 ) -> OrchestratorWiring:
     clock = clock or platform.clock
-    policy = Policy(attribution_window=timedelta(days=settings.attribution_window_days))
     orchestrator = Orchestrator(
-        engine=Engine(load_plans(settings.plans_dir), policy),
+        engine=Engine(load_plans(settings.plans_dir), settings.policy()),
         contacts=PostgresContactStore(),
         timers=PostgresTimerStore(),
         journal=PostgresJournal(),

@@ -6,6 +6,13 @@
 
     shop: {timezone: Europe/London, average_basket: 350}   # default: the input's mean order
     attribution_window_days: 5
+    # marketing pressure: the RELANCE_ORCHESTRATOR_ settings' keys and defaults
+    email_cap_max_messages: 3             # per contact in any rolling window
+    email_cap_window_days: 7
+    sms_cap_max_messages: 2
+    sms_cap_window_days: 7
+    email_send_window: mon-fri 08:00-21:00   # default: any time
+    sms_send_window: mon-sat 10:00-19:00
     plans_dir: ./my-plans                 # YAML plans replacing/adding bundled ones
     examples: [replenishment]             # bundled example plans to add
     plans:
@@ -21,7 +28,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any
@@ -37,8 +44,8 @@ from relance_orchestrator.domain.engine import Engine
 from relance_orchestrator.domain.errors import PlanDefinitionError
 from relance_orchestrator.domain.facts import ShopFacts
 from relance_orchestrator.domain.plan import Plan
-from relance_orchestrator.domain.policy import Policy
 from relance_orchestrator.plans.loader import load_plans
+from relance_orchestrator.settings import PolicySettings
 from relance_orchestrator.simulate import PlanSummary, simulate_segment_file, summarize
 
 
@@ -50,11 +57,10 @@ class ShopConfig(BaseModel):
     average_basket: Decimal | None = None
 
 
-class SimulationConfig(BaseModel):
+class SimulationConfig(PolicySettings):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     shop: ShopConfig = Field(default_factory=ShopConfig)
-    attribution_window_days: float = Field(default=5.0, gt=0, le=90)
     plans_dir: Path | None = None
     examples: tuple[str, ...] = ()
     plans: dict[str, dict[str, Any]] = Field(default_factory=dict)
@@ -160,8 +166,7 @@ def simulate(
         if settings.shop.average_basket is not None
         else average_order(events),
     )
-    policy = Policy(attribution_window=timedelta(days=settings.attribution_window_days))
-    engine = Engine(configured_plans(settings), policy)
+    engine = Engine(configured_plans(settings), settings.policy())
     console = Console(file=console_file) if console_file is not None else Console()
     tmp = out.with_name(out.name + ".partial")
     with tmp.open("wb") as sink:

@@ -29,6 +29,7 @@ from relance_orchestrator.domain.commands import (
     Wakeup,
 )
 from relance_orchestrator.domain.engine import Engine
+from relance_orchestrator.domain.facts import ContactFacts, engaged_send
 from relance_orchestrator.domain.state import ContactState
 from relance_orchestrator.ports import (
     ContactStore,
@@ -124,6 +125,28 @@ def _requests(
 
 def _outcome_requests(firings: Sequence[Outcome]) -> list[Event[MessageRequested]]:
     return [r for f in firings for r in _requests(f.commands, None)]
+
+
+def _tracked(event: Event[Any], facts: ContactFacts) -> list[Tracked]:
+    """What a status or engagement event adds to the journal, at the time it happened. An
+    open or click naming a plan and step instead of a message id counts for the message the
+    engine marks (the latest of that step sent by then)."""
+    payload = event.payload
+    at = event.occurred_at
+    if isinstance(payload, MessageSent):
+        return [Tracked(event.shop_id, "sent", payload.message_id, at)]
+    if not isinstance(payload, EmailOpened | LinkClicked):
+        return []
+    message_id = payload.message_id
+    if message_id is None:
+        found = engaged_send(facts, at, None, payload.plan, payload.step)
+        if found is None:
+            return []
+        message_id = facts.sends[found].message_id
+    kinds: tuple[TrackedKind, ...] = (  # a click proves an open
+        ("opened",) if isinstance(payload, EmailOpened) else ("opened", "clicked")
+    )
+    return [Tracked(event.shop_id, kind, message_id, at) for kind in kinds]
 
 
 def _contacts_of(events: Sequence[Event[Any]]) -> list[tuple[str, str]]:
@@ -274,14 +297,6 @@ class Orchestrator:
         trace: TraceContext | None,
     ) -> None:
         payload = event.payload
-        if isinstance(payload, MessageSent):
-            batch.tracked.append(Tracked(event.shop_id, "sent", payload.message_id, now))
-        elif isinstance(payload, EmailOpened | LinkClicked) and payload.message_id is not None:
-            kinds: tuple[TrackedKind, ...] = (
-                ("opened",) if isinstance(payload, EmailOpened) else ("opened", "clicked")
-            )
-            for kind in kinds:  # a click proves an open
-                batch.tracked.append(Tracked(event.shop_id, kind, payload.message_id, now))
         if isinstance(payload, ContactAliased):
             await self._write(conn, batch)
             batch.forget()  # the merge re-reads (and may change) what it touches
@@ -291,6 +306,7 @@ class Orchestrator:
         if state.merged_into is not None:
             event = event.model_copy(update={"contact_key": state.merged_into})
             state = await batch.state(conn, self.contacts, event.shop_id, state.merged_into)
+        batch.tracked.extend(_tracked(event, state.facts))
         shop = await self.shops.shop_facts(conn, state.shop_id, now)
         new_state, commands = self.engine.decide(state, event, now, shop)
         batch.decided(new_state, commands, trace)

@@ -4,6 +4,10 @@
 Kafka and PostgreSQL: timers live in a heap and fire in (due time, contact, key) order, so
 the same input always gives the same sends. `simulate_segment_file` feeds it Segment-format
 JSONL; the `relance simulate` command wraps that.
+
+A `Survey Answered` track becomes the `survey.answered` event the feedback service
+publishes in production. Only here: live ingest leaves it a custom event, since answers
+reach production through the feedback service, which records them and alerts support.
 """
 
 from __future__ import annotations
@@ -15,12 +19,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, get_args
 
 import orjson
+from pydantic import ValidationError
 
-from relance_events import Event
-from relance_events.payloads import ContactAliased
+from relance_events import Event, new_event
+from relance_events.payloads import ContactAliased, CustomTracked, SurveyAnswer, SurveyAnswered
 from relance_events.segment_spec import CartBook, SegmentValidationError, segment_to_events
 from relance_orchestrator.domain.commands import (
     CancelWakeups,
@@ -172,7 +177,7 @@ def read_segment_jsonl(lines: Iterable[bytes], *, shop_id: str) -> Iterator[Even
             continue
         message = orjson.loads(line)
         received = _received_at(message)
-        yield from segment_to_events(
+        for event in segment_to_events(
             message,
             shop_id=shop_id,
             received_at=received,
@@ -180,7 +185,68 @@ def read_segment_jsonl(lines: Iterable[bytes], *, shop_id: str) -> Iterator[Even
             carts=carts,
             max_age=None,
             max_ahead=None,
-        )
+        ):
+            payload = event.payload
+            if isinstance(payload, CustomTracked) and payload.name == SURVEY_ANSWERED:
+                yield _survey_answered(event, payload, index)
+            else:
+                yield event
+
+
+SURVEY_ANSWERED = "Survey Answered"
+_ANSWERS: tuple[str, ...] = get_args(SurveyAnswer)
+
+
+def _survey_answered(
+    event: Event[Any], tracked: CustomTracked, index: int
+) -> Event[SurveyAnswered]:
+    """The `survey.answered` event of a `Survey Answered` track (answer id: the event id)."""
+    props = tracked.properties
+    errors: list[dict[str, Any]] = []
+
+    def bad(name: str, reason: str) -> None:
+        errors.append({"index": index, "field": f"properties.{name}", "reason": reason})
+
+    answer = props.get("answer")
+    if answer is None:
+        bad("answer", "required")
+    elif answer not in _ANSWERS:
+        bad("answer", f"must be one of {', '.join(_ANSWERS)}")
+    order_id = props.get("order_id")
+    if order_id is None:
+        bad("order_id", "required")
+    elif isinstance(order_id, bool) or not isinstance(order_id, str | int):
+        bad("order_id", "must be a string or an integer")
+    elif not str(order_id).strip():
+        bad("order_id", "must not be empty")
+    if errors:
+        raise SegmentValidationError(errors)
+    fields = {
+        "answer_id": str(event.event_id),
+        "order_id": str(order_id).strip(),
+        "answer": answer,
+        "origin": "api",
+        **{k: props[k] for k in ("nps", "comment", "message_id") if props.get(k) is not None},
+    }
+    try:
+        survey = SurveyAnswered.model_validate(fields)
+    except ValidationError as exc:
+        raise SegmentValidationError(
+            [
+                {"index": index, "field": f"properties.{e['loc'][0]}", "reason": e["msg"]}
+                for e in exc.errors()
+            ]
+        ) from exc
+    return new_event(
+        survey,
+        shop_id=event.shop_id,
+        contact_key=event.contact_key,
+        source=event.source,
+        occurred_at=event.occurred_at,
+        received_at=event.received_at,
+        event_id=event.event_id,
+        trace=event.trace,
+    )
 
 
 def _received_at(message: Any) -> datetime:

@@ -300,11 +300,9 @@ class PlanMachine:
         instance_id = str(
             deterministic_id(run.shop_id, run.contact_key, self.plan.name, key, anchor.isoformat())
         )
-        coupon = expires = None
+        coupon = None
         if self.plan.coupon is not None:
-            digest = hashlib.sha256(instance_id.encode()).hexdigest()[:8].upper()
-            coupon = f"{self.plan.coupon.prefix}-{digest}"
-            expires = anchor + timedelta(days=self.plan.coupon.valid_days)
+            coupon = personal_code(self.plan.coupon.prefix, instance_id)
         steps = dict.fromkeys(self.step_names, _WAITING)
         instance = Instance(
             plan=self.plan.name,
@@ -316,11 +314,15 @@ class PlanMachine:
             cart_id=cart_id,
             order_id=order_id,
             coupon=coupon,
-            coupon_expires_at=expires,
         )
         first = self.time_steps[0] if self.time_steps else None
         if first is not None:
             instance = self._schedule(instance, first, anchor, run)
+        if self.plan.coupon is not None:
+            # valid from the first message that can carry it, whatever that step's delay
+            offered = instance.steps[first.name].due_at if first is not None else None
+            expires = (offered or anchor) + timedelta(days=self.plan.coupon.valid_days)
+            instance = instance.evolve({"coupon_expires_at": expires})
         return state.evolve({"instances": {**state.instances, key: instance}})
 
     def _schedule(self, instance: Instance, step: Step, base: datetime, run: _Run) -> Instance:
@@ -515,6 +517,20 @@ class PlanMachine:
             instance = self._schedule(instance, nxt, base, run)
         return instance
 
+    def _coupon_context(self, step: Step, instance: Instance) -> dict[str, Any] | None:
+        """The step's own offer if it has one, else the instance's code (the plan's)."""
+        if step.coupon is not None:
+            offered = instance.steps[step.name].first_due_at or instance.anchor_at
+            expires = offered + timedelta(days=step.coupon.valid_days)
+            code = personal_code(step.coupon.prefix, f"{instance.instance_id}/{step.name}")
+            discount = step.coupon.discount
+        elif self.plan.coupon is not None and instance.coupon is not None:
+            code, discount = instance.coupon, self.plan.coupon.discount
+            expires = instance.coupon_expires_at or instance.anchor_at
+        else:
+            return None
+        return {"code": code, "discount": discount, "expires_at": expires.isoformat()}
+
     def _context(self, step: Step, instance: Instance, run: _Run) -> dict[str, Any]:
         """What the sender renders from (keys documented in the README)."""
         facts = run.facts
@@ -559,14 +575,17 @@ class PlanMachine:
                 case "order":
                     ctx["order_id"] = instance.order_id
                 case "coupon":
-                    if instance.coupon is not None and instance.coupon_expires_at is not None:
-                        ctx["coupon"] = {
-                            "code": instance.coupon,
-                            "expires_at": instance.coupon_expires_at.isoformat(),
-                        }
+                    offer = self._coupon_context(step, instance)
+                    if offer is not None:
+                        ctx["coupon"] = offer
                 case "survey_answer":
                     ctx["survey_answer"] = facts.survey_answers.get(instance.order_id or "")
         return ctx
+
+
+def personal_code(prefix: str, seed: str) -> str:
+    """A contact's code for one offer: the prefix and 8 hex digits derived from `seed`."""
+    return f"{prefix}-{hashlib.sha256(seed.encode()).hexdigest()[:8].upper()}"
 
 
 def _line_context(line: CartLine) -> dict[str, Any]:
@@ -647,11 +666,12 @@ class Engine:
                 return state.evolve({"facts": run.facts}), ()
             if isinstance(event.payload, OrderCompleted):
                 self._attribute(before, event, run)
-            for machine in self.machines:
-                name = machine.plan.name
-                plans[name] = machine.on_event(
-                    plans.get(name) or PlanState(plan=name), event, run, now
-                )
+            if not _older_than_last_order(event, before):
+                for machine in self.machines:
+                    name = machine.plan.name
+                    plans[name] = machine.on_event(
+                        plans.get(name) or PlanState(plan=name), event, run, now
+                    )
         plans = self._run_due(plans, run, now)
         plans = {k: v for k, v in plans.items() if v.instances or v.history}
         new_state = state.evolve({"facts": run.facts, "plans": plans})
@@ -719,6 +739,18 @@ class Engine:
                     event.occurred_at,
                 )
             )
+
+
+def _older_than_last_order(event: Event[Any], before: ContactFacts) -> bool:
+    """An order that arrives after a later one (a backfill, an import out of order) is a
+    fact about the past: it counts in the facts, but plans react to the latest purchase
+    only, so it neither starts, restarts nor ends any of them."""
+    last = before.last_order
+    return (
+        isinstance(event.payload, OrderCompleted)
+        and last is not None
+        and event.occurred_at < last.at
+    )
 
 
 def timer_commands(before: ContactState, after: ContactState) -> tuple[Command, ...]:

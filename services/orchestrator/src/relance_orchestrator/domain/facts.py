@@ -172,6 +172,20 @@ def record_send(facts: ContactFacts, record: SendRecord, now: datetime) -> Conta
     return facts.evolve({"sends": (*older, *kept, record)})
 
 
+def engaged_send(
+    facts: ContactFacts, at: datetime, message_id: str | None, plan: str | None, step: str | None
+) -> int | None:
+    """Which remembered send an open or click at `at` is about: the one with its message id,
+    else the latest of its plan and step sent by then."""
+    for i in range(len(facts.sends) - 1, -1, -1):
+        record = facts.sends[i]
+        if message_id is not None and record.message_id == message_id:
+            return i
+        if message_id is None and record.plan == plan and record.step == step and record.at <= at:
+            return i
+    return None
+
+
 def _mark(
     facts: ContactFacts,
     at: datetime,
@@ -180,15 +194,7 @@ def _mark(
     plan: str | None,
     step: str | None,
 ) -> ContactFacts:
-    target: int | None = None
-    for i in range(len(facts.sends) - 1, -1, -1):
-        record = facts.sends[i]
-        if message_id is not None and record.message_id == message_id:
-            target = i
-            break
-        if message_id is None and record.plan == plan and record.step == step and record.at <= at:
-            target = i
-            break
+    target = engaged_send(facts, at, message_id, plan, step)
     if target is None:
         return facts
     record = facts.sends[target]

@@ -236,8 +236,12 @@ class Variant(_Model):
 
 
 class Coupon(_Model):
+    """A personal code per plan instance. `discount` is what the code gives, as messages
+    show it ("15%", "10 €"): the shop's checkout must honour codes with this prefix."""
+
     prefix: Annotated[str, Field(pattern=r"^[A-Z0-9]{1,12}$")]
     valid_days: Annotated[int, Field(ge=1, le=366)]
+    discount: Annotated[str, Field(min_length=1, max_length=40)]
 
 
 Include = Literal[
@@ -260,6 +264,11 @@ class Step(_Model):
     send_hour: Annotated[int, Field(ge=0, le=23)] | None = None
     max_hold: Delay = Field(default_factory=lambda: Delay(days=2))
     include: tuple[Include, ...] = ()
+    coupon: Coupon | None = Field(
+        default=None,
+        description="this step's own offer: its own code, valid from the step's due time, "
+        "sent instead of the plan's (the step must include `coupon`)",
+    )
 
     @property
     def is_event_step(self) -> bool:
@@ -296,6 +305,8 @@ class Plan(_Model):
                     raise ValueError(f"event step {step.name} needs an earlier after_step")
             elif step.after_step is not None:
                 raise ValueError(f"time step {step.name} cannot have after_step")
+            if step.coupon is not None and "coupon" not in step.include:
+                raise ValueError(f"step {step.name} has its own coupon but does not include it")
             seen.add(step.name)
         for exit_ in self.exits:
             if exit_.after_step is not None and exit_.after_step not in seen:

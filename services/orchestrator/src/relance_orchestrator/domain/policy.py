@@ -12,6 +12,9 @@ Documented rules:
   number first). A capped message is held until the oldest message in the window leaves
   it, unless that is later than the step's `max_hold` after the step first fell due, in
   which case it is dropped. Every hold and drop is recorded as a `DecisionRecorded`.
+
+A merchant sets caps and send windows through `settings.PolicySettings` (the
+`RELANCE_ORCHESTRATOR_` variables, or the same keys in `relance simulate --config`).
 """
 
 from __future__ import annotations

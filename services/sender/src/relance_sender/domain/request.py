@@ -15,7 +15,7 @@ from relance_sender.domain.ledger import Channel, Purpose
 @dataclass(frozen=True, slots=True)
 class SendRequest:
     """`context` carries `contact` (email, phone, first_name, loyalty_tier, country) and
-    whatever the step's template uses (last_order, cart, promo, recommendations, order_id,
+    whatever the step's template uses (last_order, cart, coupon, recommendations, order_id,
     shop overrides)."""
 
     message_id: str

@@ -109,30 +109,30 @@ COPY: Final[dict[CopyKey, StepCopy]] = {
         preheader="A personal code to celebrate your return.",
         heading="It has been a while!",
         paragraphs=(
-            "Your last order was on {{ last_order.date | date }} and we miss you.",
-            "To welcome you back, here is a personal code: {{ promo.discount }} off your "
+            "Your last order was on {{ last_order.at | date }} and we miss you.",
+            "To welcome you back, here is a personal code: {{ coupon.discount }} off your "
             "next order.",
         ),
         cta_label="Back to the shop",
         cta_url="{{ shop.url }}",
         blocks=("last_order", "promo"),
-        sms="We miss you! {{ promo.discount }} off with code {{ promo.code }} "
-        "until {{ promo.expires_at | date }}: {{ shop.url }}",
+        sms="We miss you! {{ coupon.discount }} off with code {{ coupon.code }} "
+        "until {{ coupon.expires_at | date }}: {{ shop.url }}",
     ),
     ("anti_churn", "reminder_2", None): StepCopy(
-        subject="Your code {{ promo.code }} expires soon",
+        subject="Your code {{ coupon.code }} expires soon",
         preheader="Only a few days left to use it.",
         heading="Your welcome-back offer ends soon",
         paragraphs=(
-            "Your code {{ promo.code }} ({{ promo.discount }} off) is only valid until "
-            "{{ promo.expires_at | date }}.",
+            "Your code {{ coupon.code }} ({{ coupon.discount }} off) is only valid until "
+            "{{ coupon.expires_at | date }}.",
             "Order with peace of mind: secure payment, tracked delivery and free returns.",
         ),
         cta_label="Use my code",
         cta_url="{{ shop.url }}",
         blocks=("promo", "reassurance"),
-        sms="Only a few days left: {{ promo.discount }} off with {{ promo.code }} "
-        "until {{ promo.expires_at | date }}. {{ shop.url }}",
+        sms="Only a few days left: {{ coupon.discount }} off with {{ coupon.code }} "
+        "until {{ coupon.expires_at | date }}. {{ shop.url }}",
     ),
     ("anti_churn", "reminder_3", None): StepCopy(
         subject="One last treat for you",
@@ -140,14 +140,14 @@ COPY: Final[dict[CopyKey, StepCopy]] = {
         heading="One last offer, just for you",
         paragraphs=(
             "We would really love to see you again: here is a new offer, "
-            "{{ promo.discount }} off until {{ promo.expires_at | date }}.",
+            "{{ coupon.discount }} off until {{ coupon.expires_at | date }}.",
             "And if something let you down, tell us: your feedback helps us do better.",
         ),
         cta_label="See what is new",
         cta_url="{{ shop.url }}",
         blocks=("promo", "support"),
-        sms="One last treat: {{ promo.discount }} off with {{ promo.code }} "
-        "until {{ promo.expires_at | date }}. {{ shop.url }}",
+        sms="One last treat: {{ coupon.discount }} off with {{ coupon.code }} "
+        "until {{ coupon.expires_at | date }}. {{ shop.url }}",
     ),
     # --- birthday -----------------------------------------------------------------------
     ("birthday", "wishes", None): StepCopy(
@@ -156,43 +156,43 @@ COPY: Final[dict[CopyKey, StepCopy]] = {
         heading="Happy birthday!",
         paragraphs=(
             "Everyone at {{ shop.name }} wishes you a wonderful birthday.",
-            "To celebrate, here is your gift: {{ promo.discount }} off with your personal "
-            "code, to use before {{ promo.expires_at | date }}.",
+            "To celebrate, here is your gift: {{ coupon.discount }} off with your personal "
+            "code, to use before {{ coupon.expires_at | date }}.",
         ),
         cta_label="Choose my gift",
         cta_url="{{ shop.url }}",
         blocks=("promo",),
-        sms="Happy birthday! {{ promo.discount }} off with code {{ promo.code }} "
-        "until {{ promo.expires_at | date }}: {{ shop.url }}",
+        sms="Happy birthday! {{ coupon.discount }} off with code {{ coupon.code }} "
+        "until {{ coupon.expires_at | date }}: {{ shop.url }}",
     ),
     ("birthday", "reminder_1", None): StepCopy(
         subject="Your birthday gift is still waiting",
-        preheader="Your code is valid until {{ promo.expires_at | date }}.",
+        preheader="Your code is valid until {{ coupon.expires_at | date }}.",
         heading="Don't forget your gift",
         paragraphs=(
-            "Your birthday code has not been used yet: it gives you {{ promo.discount }} off "
-            "until {{ promo.expires_at | date }}.",
+            "Your birthday code has not been used yet: it gives you {{ coupon.discount }} off "
+            "until {{ coupon.expires_at | date }}.",
             "Treat yourself, now is the time!",
         ),
         cta_label="Use my code",
         cta_url="{{ shop.url }}",
         blocks=("promo",),
-        sms="Your birthday gift is waiting: {{ promo.code }} "
-        "until {{ promo.expires_at | date }}. {{ shop.url }}",
+        sms="Your birthday gift is waiting: {{ coupon.code }} "
+        "until {{ coupon.expires_at | date }}. {{ shop.url }}",
     ),
     ("birthday", "reminder_2", None): StepCopy(
         subject="Last days for your birthday gift",
-        preheader="Your code expires on {{ promo.expires_at | date }}.",
+        preheader="Your code expires on {{ coupon.expires_at | date }}.",
         heading="Your gift expires soon",
         paragraphs=(
-            "Only a few days left to enjoy {{ promo.discount }} off with your birthday code: "
-            "it expires on {{ promo.expires_at | date }}.",
+            "Only a few days left to enjoy {{ coupon.discount }} off with your birthday code: "
+            "it expires on {{ coupon.expires_at | date }}.",
         ),
         cta_label="Use it before it ends",
         cta_url="{{ shop.url }}",
         blocks=("promo",),
-        sms="Last days! Your code {{ promo.code }} expires on "
-        "{{ promo.expires_at | date }}. {{ shop.url }}",
+        sms="Last days! Your code {{ coupon.code }} expires on "
+        "{{ coupon.expires_at | date }}. {{ shop.url }}",
     ),
     # --- abandoned cart (no discount: reassurance instead) -------------------------------
     ("abandoned_cart", "reminder_1", None): StepCopy(
@@ -238,7 +238,7 @@ COPY: Final[dict[CopyKey, StepCopy]] = {
         preheader="Items that go perfectly with your purchase.",
         heading="Complete your order",
         paragraphs=(
-            "Following your order of {{ last_order.date | date }}, we picked a few items that "
+            "Following your order of {{ last_order.at | date }}, we picked a few items that "
             "go perfectly with it.",
         ),
         cta_label="See the suggestions",
@@ -251,7 +251,7 @@ COPY: Final[dict[CopyKey, StepCopy]] = {
         preheader="Even better models, picked for you.",
         heading="Ready to go further?",
         paragraphs=(
-            "Enjoyed your order of {{ last_order.date | date }}? Discover our premium range: "
+            "Enjoyed your order of {{ last_order.at | date }}? Discover our premium range: "
             "better quality, built to last.",
         ),
         cta_label="Discover the range",

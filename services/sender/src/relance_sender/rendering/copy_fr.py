@@ -114,31 +114,31 @@ COPY: Final[dict[CopyKey, StepCopy]] = {
         preheader="Un code personnel pour fêter votre retour.",
         heading="Cela fait un moment !",
         paragraphs=(
-            "Votre dernière visite remonte au {{ last_order.date | date }} et vous nous manquez.",
+            "Votre dernière visite remonte au {{ last_order.at | date }} et vous nous manquez.",
             "Pour vous accueillir à nouveau, voici un code personnel : "
-            "{{ promo.discount }} sur votre prochaine commande.",
+            "{{ coupon.discount }} sur votre prochaine commande.",
         ),
         cta_label="Revenir sur la boutique",
         cta_url="{{ shop.url }}",
         blocks=("last_order", "promo"),
-        sms="Vous nous manquez ! {{ promo.discount }} avec le code {{ promo.code }} "
-        "jusqu'au {{ promo.expires_at | date }} : {{ shop.url }}",
+        sms="Vous nous manquez ! {{ coupon.discount }} avec le code {{ coupon.code }} "
+        "jusqu'au {{ coupon.expires_at | date }} : {{ shop.url }}",
     ),
     ("anti_churn", "reminder_2", None): StepCopy(
-        subject="Votre code {{ promo.code }} expire bientôt",
+        subject="Votre code {{ coupon.code }} expire bientôt",
         preheader="Plus que quelques jours pour en profiter.",
         heading="Votre offre de retour se termine bientôt",
         paragraphs=(
-            "Votre code {{ promo.code }} ({{ promo.discount }}) n'est valable que jusqu'au "
-            "{{ promo.expires_at | date }}.",
+            "Votre code {{ coupon.code }} ({{ coupon.discount }}) n'est valable que jusqu'au "
+            "{{ coupon.expires_at | date }}.",
             "Commandez l'esprit tranquille : paiement sécurisé, livraison suivie et retours "
             "gratuits.",
         ),
         cta_label="J'en profite",
         cta_url="{{ shop.url }}",
         blocks=("promo", "reassurance"),
-        sms="Plus que quelques jours : {{ promo.discount }} avec {{ promo.code }} "
-        "jusqu'au {{ promo.expires_at | date }}. {{ shop.url }}",
+        sms="Plus que quelques jours : {{ coupon.discount }} avec {{ coupon.code }} "
+        "jusqu'au {{ coupon.expires_at | date }}. {{ shop.url }}",
     ),
     ("anti_churn", "reminder_3", None): StepCopy(
         subject="Une dernière attention pour vous",
@@ -146,15 +146,15 @@ COPY: Final[dict[CopyKey, StepCopy]] = {
         heading="Une dernière offre, rien que pour vous",
         paragraphs=(
             "Nous aimerions vraiment vous revoir : voici une nouvelle offre, "
-            "{{ promo.discount }}, jusqu'au {{ promo.expires_at | date }}.",
+            "{{ coupon.discount }}, jusqu'au {{ coupon.expires_at | date }}.",
             "Et si quelque chose vous a déçu, dites-le nous : votre avis nous aide à "
             "nous améliorer.",
         ),
         cta_label="Voir les nouveautés",
         cta_url="{{ shop.url }}",
         blocks=("promo", "support"),
-        sms="Derniere attention : {{ promo.discount }} avec {{ promo.code }} "
-        "jusqu'au {{ promo.expires_at | date }}. {{ shop.url }}",
+        sms="Derniere attention : {{ coupon.discount }} avec {{ coupon.code }} "
+        "jusqu'au {{ coupon.expires_at | date }}. {{ shop.url }}",
     ),
     # --- birthday -----------------------------------------------------------------------
     ("birthday", "wishes", None): StepCopy(
@@ -163,43 +163,43 @@ COPY: Final[dict[CopyKey, StepCopy]] = {
         heading="Joyeux anniversaire !",
         paragraphs=(
             "Toute l'équipe {{ shop.name }} vous souhaite un merveilleux anniversaire.",
-            "Pour l'occasion, voici votre cadeau : {{ promo.discount }} avec votre code "
-            "personnel, à utiliser avant le {{ promo.expires_at | date }}.",
+            "Pour l'occasion, voici votre cadeau : {{ coupon.discount }} avec votre code "
+            "personnel, à utiliser avant le {{ coupon.expires_at | date }}.",
         ),
         cta_label="Choisir mon cadeau",
         cta_url="{{ shop.url }}",
         blocks=("promo",),
-        sms="Joyeux anniversaire ! {{ promo.discount }} avec le code {{ promo.code }} "
-        "jusqu'au {{ promo.expires_at | date }} : {{ shop.url }}",
+        sms="Joyeux anniversaire ! {{ coupon.discount }} avec le code {{ coupon.code }} "
+        "jusqu'au {{ coupon.expires_at | date }} : {{ shop.url }}",
     ),
     ("birthday", "reminder_1", None): StepCopy(
         subject="Votre cadeau d'anniversaire vous attend toujours",
-        preheader="Votre code est valable jusqu'au {{ promo.expires_at | date }}.",
+        preheader="Votre code est valable jusqu'au {{ coupon.expires_at | date }}.",
         heading="N'oubliez pas votre cadeau",
         paragraphs=(
             "Votre code d'anniversaire n'a pas encore servi : il vous offre "
-            "{{ promo.discount }} jusqu'au {{ promo.expires_at | date }}.",
+            "{{ coupon.discount }} jusqu'au {{ coupon.expires_at | date }}.",
             "Faites-vous plaisir, c'est le moment !",
         ),
         cta_label="Utiliser mon code",
         cta_url="{{ shop.url }}",
         blocks=("promo",),
-        sms="Votre cadeau d'anniversaire vous attend : {{ promo.code }} "
-        "jusqu'au {{ promo.expires_at | date }}. {{ shop.url }}",
+        sms="Votre cadeau d'anniversaire vous attend : {{ coupon.code }} "
+        "jusqu'au {{ coupon.expires_at | date }}. {{ shop.url }}",
     ),
     ("birthday", "reminder_2", None): StepCopy(
         subject="Derniers jours pour votre cadeau d'anniversaire",
-        preheader="Votre code expire le {{ promo.expires_at | date }}.",
+        preheader="Votre code expire le {{ coupon.expires_at | date }}.",
         heading="Votre cadeau expire bientôt",
         paragraphs=(
-            "Il ne reste que quelques jours pour profiter de {{ promo.discount }} avec votre "
-            "code d'anniversaire : il expire le {{ promo.expires_at | date }}.",
+            "Il ne reste que quelques jours pour profiter de {{ coupon.discount }} avec votre "
+            "code d'anniversaire : il expire le {{ coupon.expires_at | date }}.",
         ),
         cta_label="J'en profite avant la fin",
         cta_url="{{ shop.url }}",
         blocks=("promo",),
-        sms="Derniers jours ! Votre code {{ promo.code }} expire le "
-        "{{ promo.expires_at | date }}. {{ shop.url }}",
+        sms="Derniers jours ! Votre code {{ coupon.code }} expire le "
+        "{{ coupon.expires_at | date }}. {{ shop.url }}",
     ),
     # --- abandoned cart (no discount: reassurance instead) -------------------------------
     ("abandoned_cart", "reminder_1", None): StepCopy(
@@ -250,7 +250,7 @@ COPY: Final[dict[CopyKey, StepCopy]] = {
         preheader="Des articles qui vont parfaitement avec vos achats.",
         heading="Complétez votre commande",
         paragraphs=(
-            "Suite à votre commande du {{ last_order.date | date }}, nous avons sélectionné "
+            "Suite à votre commande du {{ last_order.at | date }}, nous avons sélectionné "
             "des articles qui l'accompagnent parfaitement.",
         ),
         cta_label="Voir les suggestions",
@@ -263,7 +263,7 @@ COPY: Final[dict[CopyKey, StepCopy]] = {
         preheader="Des modèles encore plus performants, choisis pour vous.",
         heading="Envie d'aller plus loin ?",
         paragraphs=(
-            "Vous avez aimé votre commande du {{ last_order.date | date }} ? Découvrez notre "
+            "Vous avez aimé votre commande du {{ last_order.at | date }} ? Découvrez notre "
             "gamme supérieure : plus de qualité, plus de durabilité.",
         ),
         cta_label="Découvrir la gamme",

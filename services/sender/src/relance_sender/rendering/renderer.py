@@ -167,11 +167,16 @@ class Renderer:
         return self._default_locale
 
     def _step(self, request: SendRequest, locale: str) -> StepCopy:
-        key: CopyKey = (request.plan, request.step, request.variant)
-        for loc in (locale, self._default_locale):
-            found = self._copy[loc].get(key)
-            if found is not None:
-                return found
+        """The copy for the step's variant, else the step's variant-free copy (a plan may
+        name variants the copy does not tell apart), in the locale, else the default one."""
+        keys: list[CopyKey] = [(request.plan, request.step, request.variant)]
+        if request.variant is not None:
+            keys.append((request.plan, request.step, None))
+        for key in keys:
+            for loc in (locale, self._default_locale):
+                found = self._copy[loc].get(key)
+                if found is not None:
+                    return found
         raise RenderError(
             f"no template for plan={request.plan} step={request.step} "
             f"variant={request.variant} locale={locale}",

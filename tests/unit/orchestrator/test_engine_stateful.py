@@ -14,6 +14,8 @@ from relance_events import deterministic_id, new_event
 from relance_events.payloads import (
     CartChanged,
     ConsentChanged,
+    ContactIdentified,
+    ContactTraits,
     CustomTracked,
     EmailOpened,
     LifecycleStageChanged,
@@ -81,20 +83,24 @@ class EngineMachine(RuleBasedStateMachine):
         self.log: list[Any] = []
         self.checked = 0
         self.orders = 0
-        self.consent: dict[tuple[str, str], str] = {}
+        self.consent: dict[tuple[str, str, str], str] = {}  # (contact, channel, purpose)
         self.customers: set[str] = set()
+        self.zones: dict[str, str] = {}
 
     def _check_new_sends(self) -> None:
         for send in self.sim.sends[self.checked :]:
-            status = self.consent.get((send.contact_key, send.channel))
+            status = self.consent.get((send.contact_key, send.channel, send.purpose))
+            if send.purpose == "transactional":
+                assert status != "denied", send  # nothing after an objection, either
             if send.purpose == "marketing":
                 assert status != "denied", send
                 if send.channel == "sms":
                     assert status == "granted", send
                 else:
                     assert status == "granted" or send.contact_key in self.customers, send
-            if send.channel == "sms":
-                assert SMS_DEFAULT_WINDOW.allows(send.at.astimezone(zone("UTC"))), send
+            if send.channel == "sms":  # quiet hours in the contact's own timezone
+                local = send.at.astimezone(zone(self.zones.get(send.contact_key, "UTC")))
+                assert SMS_DEFAULT_WINDOW.allows(local), send
         self.checked = len(self.sim.sends)
 
     def _emit(self, payload: Payload, contact: str) -> None:
@@ -106,7 +112,9 @@ class EngineMachine(RuleBasedStateMachine):
         if isinstance(payload, OrderCompleted):
             self.customers.add(contact)
         if isinstance(payload, ConsentChanged):
-            self.consent[(contact, payload.channel)] = payload.status
+            self.consent[(contact, payload.channel, payload.purpose)] = payload.status
+        if isinstance(payload, ContactIdentified) and payload.traits.timezone is not None:
+            self.zones[contact] = payload.traits.timezone
         self._check_new_sends()
 
     @rule(hours=st.integers(min_value=0, max_value=24 * 40))
@@ -134,14 +142,23 @@ class EngineMachine(RuleBasedStateMachine):
 
     @rule(
         contact=st.sampled_from(CONTACTS),
-        channel=st.sampled_from(["email", "sms"]),
-        status=st.sampled_from(["granted", "denied"]),
+        channel=st.sampled_from(["email", "sms", "sms"]),  # SMS needs consent: reach it
+        purpose=st.sampled_from(["marketing", "marketing", "transactional"]),
+        status=st.sampled_from(["granted", "granted", "denied"]),
     )
-    def consent_changed(self, contact: str, channel: Any, status: Any) -> None:
+    def consent_changed(self, contact: str, channel: Any, purpose: Any, status: Any) -> None:
         self._emit(
-            ConsentChanged(channel=channel, purpose="marketing", status=status, origin="admin"),
+            ConsentChanged(channel=channel, purpose=purpose, status=status, origin="admin"),
             contact,
         )
+
+    @rule(
+        contact=st.sampled_from(CONTACTS),
+        timezone=st.sampled_from(["Europe/Paris", "America/New_York", "Asia/Tokyo", "UTC"]),
+    )
+    def identify(self, contact: str, timezone: str) -> None:
+        traits = ContactTraits(timezone=timezone)
+        self._emit(ContactIdentified(user_id=contact, traits=traits), contact)
 
     @rule(contact=st.sampled_from(CONTACTS), data=st.data())
     def open_last(self, contact: str, data: st.DataObject) -> None:
@@ -227,7 +244,7 @@ class EngineMachine(RuleBasedStateMachine):
 
 TestEngineMachine = EngineMachine.TestCase
 TestEngineMachine.settings = settings(
-    max_examples=60,
+    max_examples=150,
     stateful_step_count=30,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],

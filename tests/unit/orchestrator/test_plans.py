@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from relance_events.payloads import CustomTracked, MessageSent
 from relance_orchestrator.domain.commands import OrderAttributed
 from relance_orchestrator.domain.plan import Delay, Not, Plan, SentWithin
 from relance_orchestrator.plans.loader import load_plans
@@ -466,3 +467,86 @@ def test_purchase_attributed_to_last_message_inside_window(
         ]
     else:
         assert found == []
+
+
+# --- example plans (no engine code) -------------------------------------------------------
+
+
+def _examples(harness: Any) -> Any:
+    return harness(plans=load_plans(examples=["re_engagement", "replenishment", "back_in_stock"]))
+
+
+def _deliver_until(h: Any, end: datetime, opened: set[str]) -> None:
+    """Run to `end` in 6-hour hops, the sender reporting each email sent a minute after it
+    was requested, and the contact opening those whose step is in `opened`."""
+    at = T0
+    while at < end:
+        at += 6 * H
+        h.until(at)
+        for send in h.sends():
+            if at - 6 * H < send.at <= at and send.channel == "email":
+                h.emit(
+                    MessageSent(
+                        message_id=send.message_id, channel="email", plan=send.plan, step=send.step
+                    ),
+                    send.at + M,
+                )
+                if send.step in opened:
+                    h.opened(send.at + 2 * M, send.plan, send.step)
+
+
+def test_replenishment_reminds_a_consumables_buyer_30_days_later_at_10(harness: Any) -> None:
+    h = _examples(harness)
+    h.order(T0, "o1", category="consumables")
+    h.until(T0 + 40 * D)
+    (restock,) = h.sends("replenishment")
+    assert (restock.step, restock.at) == ("restock", datetime(2025, 4, 2, 10, tzinfo=UTC))
+    assert restock.context["last_order"]["order_id"] == "o1"
+
+
+def test_replenishment_restarts_from_a_new_consumables_order(harness: Any) -> None:
+    h = _examples(harness)
+    h.order(T0, "o1", category="consumables")
+    h.order(T0 + 10 * D, "o2", category="consumables")
+    h.until(T0 + 45 * D)
+    assert [s.at for s in h.sends("replenishment")] == [datetime(2025, 4, 12, 10, tzinfo=UTC)]
+
+
+def test_replenishment_not_after_an_order_of_anything_else(harness: Any) -> None:
+    h = _examples(harness)
+    h.order(T0, "o1", category="consumables")
+    h.order(T0 + 10 * D, "o2", category="shoes")
+    h.until(T0 + 45 * D)
+    assert h.sends("replenishment") == []
+
+
+def test_replenishment_ignores_orders_without_consumables(harness: Any) -> None:
+    h = _examples(harness)
+    h.order(T0, "o1", category="shoes")
+    h.until(T0 + 60 * D)
+    assert h.sends("replenishment") == []
+
+
+@pytest.mark.parametrize(("opened", "asked"), [(set(), True), ({"second_purchase"}, False)])
+def test_re_engagement_after_three_unopened_emails_once_a_quarter(
+    harness: Any, opened: set[str], asked: bool
+) -> None:
+    h = _examples(harness)
+    h.order(T0, "o1")
+    _deliver_until(h, T0 + 80 * D, opened)
+    # welcome, second purchase, survey, then the cross-sell recommendation at +30 d: the
+    # question comes 7 days after the latest unopened email, and not again at +45 d
+    expected = [("still_interested", None, T0 + 37 * D + M)] if asked else []
+    assert h.steps("re_engagement") == expected
+
+
+def test_back_in_stock_alerts_at_once_then_once_more_unless_they_buy(harness: Any) -> None:
+    h = _examples(harness)
+    h.order(T0 - 60 * D, "o0")  # a customer (soft opt-in)
+    h.emit(CustomTracked(name="Back In Stock", properties={"product_id": "p1"}), T0)
+    h.until(T0 + 3 * D)
+    assert h.steps("back_in_stock") == [("alert", None, T0), ("last_chance", None, T0 + 2 * D)]
+    h.emit(CustomTracked(name="Back In Stock", properties={"product_id": "p2"}), T0 + 10 * D)
+    h.order(T0 + 11 * D, "o1")
+    h.until(T0 + 20 * D)
+    assert [s for s, _, _ in h.steps("back_in_stock")] == ["alert", "last_chance", "alert"]

@@ -66,3 +66,25 @@ def test_every_relance_variable_is_one_the_code_reads(name: str) -> None:
     assert not unknown, f"{name} sets variables no settings class reads: {unknown}"
     assert environment["RELANCE_BUS"] == "kafka"
     assert environment["RELANCE_KAFKA_BOOTSTRAP"] == "kafka:9092"
+
+
+def test_the_edge_routes_every_public_path_as_the_kubernetes_ingress_does() -> None:
+    """One public host for the Segment API and the links in messages: survey and
+    leave-reason links must reach feedback on Docker as on Kubernetes."""
+    edge = COMPOSE["services"]["edge"]
+    assert "8000:80" in edge["ports"]
+    mounted = edge["volumes"][0].split(":")
+    conf = (REPO / mounted[0]).read_text()
+    assert mounted[1] == "/etc/nginx/nginx.conf"
+    routes = dict(
+        re.findall(r"location (\S+) \{ set \$up (\w+); proxy_pass http://\$up:8000; \}", conf)
+    )
+    ingress = yaml.safe_load((REPO / "deploy/k8s/ingress.yaml").read_text())
+    (rule,) = ingress["spec"]["rules"]
+    expected = {
+        p["path"]: p["backend"]["service"]["name"].removeprefix("relance-")
+        for p in rule["http"]["paths"]
+    }
+    assert routes == expected
+    assert set(routes.values()) <= set(COMPOSE["services"])
+    assert not any("8000:8000" in s.get("ports", []) for s in COMPOSE["services"].values())

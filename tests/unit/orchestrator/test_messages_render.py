@@ -39,6 +39,9 @@ class _Links:
     def survey(self, answer: str) -> str:
         return f"https://t.example/s?a={answer}"
 
+    def reason(self, reason: str) -> str:
+        return f"https://t.example/r?r={reason}"
+
 
 def _stories(harness: Callable[..., Harness]) -> Iterator[RequestMessage]:
     """Stories that between them reach every step and variant of the shipped plans."""

@@ -5,9 +5,18 @@ from email import message_from_bytes, policy
 from email.message import EmailMessage
 
 import dkim
+import pytest
 
-from relance_runtime.tokens import TokenSigner
-from relance_sender.email_message import DkimKey, EmailBuilder, SenderIdentity
+from relance_events.payloads import LEAVE_REASONS
+from relance_runtime.tokens import InvalidToken, TokenSigner
+from relance_sender.email_message import (
+    DkimKey,
+    EmailBuilder,
+    PlainLinks,
+    SenderIdentity,
+    TrackingLinks,
+)
+from relance_sender.errors import RenderError
 from relance_sender.rendering.renderer import Renderer
 
 from .conftest import NOW, PUBLIC_URL, dkim_test_key, make_request
@@ -112,3 +121,35 @@ def test_dkim_signature_verifies_and_covers_both_rfc8058_headers(
     tampered = data.replace(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click",
                             b"List-Unsubscribe-Post: List-Unsubscribe=One-Clack")  # fmt: skip
     assert not dkim.verify(tampered, dnsfunc=dns)
+
+
+def test_leave_reason_links_carry_the_message_plan_step_and_reason(
+    builder: EmailBuilder, signer: TokenSigner
+) -> None:
+    built = builder.build(make_request("anti_churn", "reminder_1"), to="zoe@example.org", now=NOW)
+    text, html = parts(parse(built.data))
+    tokens = re.findall(rf'href="{PUBLIC_URL}/r/([^"]+)"', html)
+    claims = [signer.verify("reason", t) for t in tokens]
+    assert [c.pop("r") for c in claims] == list(LEAVE_REASONS)
+    assert all(
+        c == {"s": "shop-1", "c": "u-1", "m": "m-1", "pl": "anti_churn", "st": "reminder_1"}
+        for c in claims
+    )
+    assert all(f"{PUBLIC_URL}/r/{t}" in text for t in tokens)
+    with pytest.raises(InvalidToken):  # a reason token is not a survey or click token
+        signer.verify("survey", tokens[0])
+
+
+def test_an_unknown_leave_reason_is_a_render_error(signer: TokenSigner) -> None:
+    links = TrackingLinks(signer, PUBLIC_URL, make_request("anti_churn", "reminder_1"))
+    with pytest.raises(RenderError, match="unknown leave reason"):
+        links.reason("bored")
+    assert links.reason("other").startswith(f"{PUBLIC_URL}/r/")
+
+
+def test_transactional_links_still_sign_leave_reasons(signer: TokenSigner) -> None:
+    request = make_request("anti_churn", "reminder_1", purpose="transactional")
+    plain = PlainLinks(TrackingLinks(signer, PUBLIC_URL, request))
+    assert plain.click("https://shop.example/x") == "https://shop.example/x"
+    token = plain.reason("too_expensive").removeprefix(f"{PUBLIC_URL}/r/")
+    assert signer.verify("reason", token)["r"] == "too_expensive"

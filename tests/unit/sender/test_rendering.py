@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import pytest
 
+from relance_events.payloads import LEAVE_REASONS
 from relance_sender.errors import RenderError
-from relance_sender.rendering.renderer import BUILTIN_COPY, Renderer
+from relance_sender.rendering.renderer import BUILTIN_COPY, BUILTIN_LABELS, Renderer
 
 from .conftest import full_context, make_request
 
@@ -36,6 +37,9 @@ class Links:
 
     def survey(self, answer: str) -> str:
         return f"https://t.example/s/{answer}"
+
+    def reason(self, reason: str) -> str:
+        return f"https://t.example/r/{reason}"
 
 
 @pytest.mark.parametrize("locale", ["fr", "en"])
@@ -127,3 +131,37 @@ def test_sandbox_refuses_template_tricks(renderer: Renderer) -> None:
     )
     # Context values are data, never evaluated as templates.
     assert "{{ &#39;&#39;.__class__.__mro__ }}" in email.html
+
+
+@pytest.mark.parametrize(
+    ("locale", "heading", "label"),
+    [("en", "Tell us why", "Too many emails"), ("fr", "Dites-nous pourquoi", "Trop d'e-mails")],
+)
+@pytest.mark.parametrize("step", ["reminder_1", "reminder_2", "reminder_3"])
+def test_anti_churn_reminders_offer_one_click_leave_reasons(
+    renderer: Renderer, locale: str, heading: str, label: str, step: str
+) -> None:
+    email = renderer.render_email(
+        make_request("anti_churn", step, locale=locale),
+        Links(),
+        unsubscribe_url=None,
+        pixel_url=None,
+    )
+    for reason in LEAVE_REASONS:
+        assert f'href="https://t.example/r/{reason}"' in email.html
+        assert f"https://t.example/r/{reason}" in email.text
+    assert heading in email.text and label in email.text
+    assert "reason_" not in email.html + email.text
+
+
+@pytest.mark.parametrize("locale", ["fr", "en"])
+def test_every_leave_reason_has_a_label(locale: str) -> None:
+    labels = BUILTIN_LABELS[locale]
+    assert {"reasons", "reasons_intro"} <= set(labels)
+    assert all(labels.get(f"reason_{reason}") for reason in LEAVE_REASONS)
+
+
+def test_only_anti_churn_asks_why_the_contact_left() -> None:
+    asking = {key for key, step in BUILTIN_COPY["en"].items() if "reasons" in step.blocks}
+    assert asking == {("anti_churn", f"reminder_{n}", None) for n in (1, 2, 3)}
+    assert asking == {key for key, step in BUILTIN_COPY["fr"].items() if "reasons" in step.blocks}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import date
 from decimal import Decimal
-from typing import Annotated, Any, ClassVar, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Final, Literal, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
@@ -40,6 +40,17 @@ RfmSegment = Literal[
     "lost",
 ]
 SurveyAnswer = Literal["very_satisfied", "satisfied", "not_satisfied"]
+# Why a contact stopped buying, one click each in anti-churn emails (the sender links them,
+# feedback records them). Appending a reason is compatible; renaming or removing one is not.
+LeaveReason = Literal[
+    "too_expensive",
+    "found_elsewhere",
+    "no_longer_needed",
+    "bad_experience",
+    "too_many_emails",
+    "other",
+]
+LEAVE_REASONS: Final[tuple[LeaveReason, ...]] = get_args(LeaveReason)
 
 
 class Payload(BaseModel):

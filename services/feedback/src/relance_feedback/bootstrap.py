@@ -1,7 +1,8 @@
 """Composition root of the feedback service: wires adapters to the platform.
 
-- HTTP: the survey confirm page (`/s/{token}`), `POST /v1/surveys/answers` (write key),
-  `GET /v1/surveys/stats` (admin key).
+- HTTP: the survey confirm page (`/s/{token}`), the leave-reason confirm page
+  (`/r/{token}`), `POST /v1/surveys/answers` (write key), `GET /v1/surveys/stats` and
+  `GET /v1/leave-reasons/stats` (admin key).
 - A consumer of `contact.identified` and `order.completed` (what an alert tells support).
 - The support alert worker, woken right after an answer that alerts commits, and polling
   every `RELANCE_FEEDBACK_DELIVERY_IDLE_S` for retries and other processes' alerts.

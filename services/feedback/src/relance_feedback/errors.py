@@ -29,3 +29,7 @@ class DestinationRefused(FeedbackError):
         self.host = host
         self.address = address
         self.reason = reason
+
+
+class InvalidLeaveReason(FeedbackError):
+    """A leave reason that is not one of `LEAVE_REASONS`, or a comment that is too long."""

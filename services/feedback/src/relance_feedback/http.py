@@ -1,9 +1,10 @@
-"""HTTP: the survey confirm page, the answers API and the stats API.
+"""HTTP: the survey and leave-reason confirm pages, the answers API and the stats APIs.
 
-A bare GET on a survey link registers nothing: mail scanners and link previewers fetch every
-link in a message. The GET shows the chosen answer with one confirm button (and an optional
-comment); only the POST records it. Pages are HTML (people read them); the `/v1` API
-answers JSON with `{"errors": [{"field", "reason"}]}` on bad input.
+A bare GET on a survey link (`/s/`) or a leave-reason link (`/r/`) registers nothing: mail
+scanners and link previewers fetch every link in a message. The GET shows the chosen answer
+with one confirm button (and an optional comment); only the POST records it. Pages are HTML
+(people read them); the `/v1` API answers JSON with `{"errors": [{"field", "reason"}]}` on
+bad input.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from relance_events.payloads import SurveyAnswer
+from relance_events.payloads import LeaveReason, SurveyAnswer
 from relance_feedback.domain.answers import COMMENT_MAX_CHARS, Submission
+from relance_feedback.domain.leave_reasons import ReasonSubmission
 from relance_feedback.domain.stats import parse_windows
-from relance_feedback.errors import InvalidAnswer
+from relance_feedback.errors import InvalidAnswer, InvalidLeaveReason
 from relance_feedback.services import FeedbackService
 from relance_runtime.clock import Clock
 from relance_runtime.tokens import InvalidToken, TokenSigner
@@ -34,6 +36,15 @@ _CHOICES: dict[str, str] = {
     "very_satisfied": "Very satisfied",
     "satisfied": "Satisfied",
     "not_satisfied": "Not satisfied",
+}
+# One per LEAVE_REASONS entry (a unit test holds them together).
+REASON_LABELS: dict[LeaveReason, str] = {
+    "too_expensive": "Too expensive",
+    "found_elsewhere": "I found what I need elsewhere",
+    "no_longer_needed": "I no longer need it",
+    "bad_experience": "I had a bad experience",
+    "too_many_emails": "Too many emails",
+    "other": "Another reason",
 }
 _PAGE_HEADERS = {
     "cache-control": "no-store",
@@ -104,6 +115,52 @@ def _survey_submission(claims: dict[str, Any], comment: str | None) -> Submissio
     )
 
 
+def _reason_submission(claims: dict[str, Any], comment: str | None) -> ReasonSubmission | None:
+    """The submission a reason token stands for; None when a claim is missing or unknown."""
+    reason = claims.get("r")
+    keys = ("s", "c", "m", "pl", "st")
+    if reason not in REASON_LABELS or not all(isinstance(claims.get(k), str) for k in keys):
+        return None
+    try:
+        return ReasonSubmission(
+            shop_id=claims["s"],
+            contact_key=claims["c"],
+            message_id=claims["m"],
+            plan=claims["pl"],
+            step=claims["st"],
+            reason=reason,
+            comment=comment,
+        )
+    except InvalidLeaveReason:
+        return None
+
+
+async def _form_comment(request: Request) -> tuple[str | None, bool]:
+    """The optional `comment` of a confirm form, and whether the body was within bounds."""
+    raw = await _bounded_body(request)
+    if raw is None:
+        return None, False
+    form = parse_qs(raw.decode("utf-8", errors="replace"), max_num_fields=10)
+    comments = form.get("comment")
+    comment = comments[0] if comments else None
+    return comment, comment is None or len(comment) <= COMMENT_MAX_CHARS
+
+
+def _too_long() -> HTMLResponse:
+    return _page("Your comment is too long", "<p>Please shorten it.</p>", 413)
+
+
+def _confirm_form(intro: str, button: str) -> str:
+    return (
+        f"<p>{intro}</p>"
+        '<form method="post">'
+        f'<p><label for="comment">Anything to add? (optional)</label><br>'
+        f'<textarea id="comment" name="comment" maxlength="{COMMENT_MAX_CHARS}">'
+        "</textarea></p>"
+        f'<p><button type="submit">{escape(button)}</button></p></form>'
+    )
+
+
 async def _shop(deps: FeedbackDeps, request: Request, kind: ApiKeyKind) -> str:
     shop = deps.authenticate(request, kind)
     if inspect.isawaitable(shop):
@@ -139,12 +196,7 @@ def build_router(deps: FeedbackDeps) -> APIRouter:
         label = _CHOICES[submission.choice]
         return _page(
             "Thank you for your feedback",
-            f"<p>Your answer: <strong>{escape(label)}</strong></p>"
-            '<form method="post">'
-            f'<p><label for="comment">Anything to add? (optional)</label><br>'
-            f'<textarea id="comment" name="comment" maxlength="{COMMENT_MAX_CHARS}">'
-            "</textarea></p>"
-            '<p><button type="submit">Confirm my answer</button></p></form>',
+            _confirm_form(f"Your answer: <strong>{escape(label)}</strong>", "Confirm my answer"),
         )
 
     @router.post("/s/{token}", response_class=HTMLResponse, include_in_schema=False)
@@ -153,14 +205,9 @@ def build_router(deps: FeedbackDeps) -> APIRouter:
             claims = deps.tokens.verify("survey", token)
         except InvalidToken:
             return _invalid_link()
-        raw = await _bounded_body(request)
-        if raw is None:
-            return _page("Your comment is too long", "<p>Please shorten it.</p>", 413)
-        form = parse_qs(raw.decode("utf-8", errors="replace"), max_num_fields=10)
-        comments = form.get("comment")
-        comment = comments[0] if comments else None
-        if comment is not None and len(comment) > COMMENT_MAX_CHARS:
-            return _page("Your comment is too long", "<p>Please shorten it.</p>", 413)
+        comment, within_bounds = await _form_comment(request)
+        if not within_bounds:
+            return _too_long()
         try:
             submission = _survey_submission(claims, comment)
         except InvalidAnswer:
@@ -169,6 +216,35 @@ def build_router(deps: FeedbackDeps) -> APIRouter:
             return _invalid_link()
         await deps.service.submit(submission, deps.clock.now())
         return _page("Thank you!", "<p>Your answer has been recorded.</p>")
+
+    @router.get("/r/{token}", response_class=HTMLResponse, include_in_schema=False)
+    async def reason_page(token: str) -> Response:
+        try:
+            submission = _reason_submission(deps.tokens.verify("reason", token), None)
+        except InvalidToken:
+            return _invalid_link()
+        if submission is None:
+            return _invalid_link()
+        label = REASON_LABELS[submission.reason]
+        return _page(
+            "Thank you for telling us",
+            _confirm_form(f"Your reason: <strong>{escape(label)}</strong>", "Confirm my reason"),
+        )
+
+    @router.post("/r/{token}", response_class=HTMLResponse, include_in_schema=False)
+    async def reason_confirm(token: str, request: Request) -> Response:
+        try:
+            claims = deps.tokens.verify("reason", token)
+        except InvalidToken:
+            return _invalid_link()
+        comment, within_bounds = await _form_comment(request)
+        if not within_bounds:
+            return _too_long()
+        submission = _reason_submission(claims, comment)
+        if submission is None:
+            return _invalid_link()
+        await deps.service.give_reason(submission, deps.clock.now())
+        return _page("Thank you!", "<p>Your reason has been recorded.</p>")
 
     @router.post("/v1/surveys/answers")
     async def post_answer(request: Request) -> Response:
@@ -244,6 +320,38 @@ def build_router(deps: FeedbackDeps) -> APIRouter:
                             "sent": s.alerts.sent,
                             "failed": s.alerts.failed,
                         },
+                    }
+                    for s in stats
+                ],
+            }
+        )
+
+    @router.get("/v1/leave-reasons/stats")
+    async def get_reason_stats(request: Request, windows: str | None = None) -> Response:
+        shop_id = await _shop(deps, request, "admin")
+        try:
+            days = parse_windows(windows)
+        except ValueError as exc:
+            return _errors(400, ("windows", str(exc)))
+        now = deps.clock.now()
+        stats = await deps.service.reason_stats(shop_id, days, now)
+        return JSONResponse(
+            {
+                "as_of": now.isoformat(),
+                "windows": [
+                    {
+                        "window": s.window.label,
+                        "from": s.window.start.isoformat(),
+                        "to": s.window.end.isoformat(),
+                        "reasons": {**s.reasons.reasons, "total": s.reasons.total},
+                        "by_step": [
+                            {
+                                "plan": step.plan,
+                                "step": step.step,
+                                "reasons": {**step.reasons, "total": step.total},
+                            }
+                            for step in s.reasons.by_step
+                        ],
                     }
                     for s in stats
                 ],

@@ -14,6 +14,7 @@ from relance_events import Event
 from relance_feedback.domain.alerts import ContactCard, OrderCard
 from relance_feedback.domain.answers import Answer
 from relance_feedback.domain.delivery import AttemptOutcome
+from relance_feedback.domain.leave_reasons import LeaveReasonRecord, ReasonCount
 from relance_feedback.domain.stats import AnswerCounts
 
 AlertState = Literal["pending", "sent", "failed"]
@@ -137,6 +138,20 @@ class FeedbackRepository(Protocol):
     async def alert_counts(
         self, conn: Connection, shop_id: str, start: datetime, end: datetime
     ) -> AlertCounts: ...
+
+    async def lock_leave_reason(
+        self, conn: Connection, shop_id: str, message_id: str
+    ) -> LeaveReasonRecord | None:
+        """The stored reason, with (shop, message) locked until the transaction ends."""
+        ...
+
+    async def save_leave_reason(self, conn: Connection, record: LeaveReasonRecord) -> None: ...
+
+    async def leave_reason_counts(
+        self, conn: Connection, shop_id: str, start: datetime, end: datetime
+    ) -> list[ReasonCount]:
+        """Reasons given in `[start, end)` (by `given_at`), counted per plan, step, reason."""
+        ...
 
 
 class EventOutbox(Protocol):

@@ -1,4 +1,5 @@
-"""Feedback use cases: record answers, learn contacts and orders, deliver support alerts.
+"""Feedback use cases: record answers and leave reasons, learn contacts and orders, deliver
+support alerts.
 
 Publishing: `survey.answered` is staged in the platform outbox inside the answer's
 transaction, so an answer is never stored without its event nor published without being
@@ -39,6 +40,13 @@ from relance_feedback.domain.delivery import (
     RetryAt,
     decide,
 )
+from relance_feedback.domain.leave_reasons import (
+    ReasonRecorded,
+    ReasonSubmission,
+    ReasonSummary,
+    record_reason,
+    summarise,
+)
 from relance_feedback.domain.signing import WebhookSecret, attempt_headers, webhook_id
 from relance_feedback.domain.stats import AnswerCounts, Window, csat, nps, windows_ending_at
 from relance_feedback.ports import (
@@ -78,6 +86,12 @@ class WindowStats:
     csat: float | None
     nps: float | None
     alerts: AlertCounts
+
+
+@dataclass(frozen=True, slots=True)
+class WindowReasons:
+    window: Window
+    reasons: ReasonSummary
 
 
 def survey_event(answer: Answer) -> Event[SurveyAnswered]:
@@ -143,6 +157,17 @@ class FeedbackService:
         await self._events.add(conn, [survey_event(answer)])
         if outcome.alert:
             await self._create_alert(conn, answer, now)
+        return outcome
+
+    async def give_reason(self, submission: ReasonSubmission, now: datetime) -> ReasonRecorded:
+        """Record why a contact left (no event, no alert, never an unsubscribe)."""
+        async with self._tx.transaction() as conn:
+            previous = await self._repo.lock_leave_reason(
+                conn, submission.shop_id, submission.message_id
+            )
+            outcome = record_reason(previous, submission, now)
+            if outcome.changed:
+                await self._repo.save_leave_reason(conn, outcome.record)
         return outcome
 
     async def _create_alert(self, conn: Connection, answer: Answer, now: datetime) -> None:
@@ -225,6 +250,18 @@ class FeedbackService:
                 counts = await self._repo.answer_counts(conn, shop_id, window.start, window.end)
                 alerts = await self._repo.alert_counts(conn, shop_id, window.start, window.end)
                 result.append(WindowStats(window, counts, csat(counts), nps(counts), alerts))
+        return result
+
+    async def reason_stats(
+        self, shop_id: str, windows_days: tuple[int, ...], now: datetime
+    ) -> list[WindowReasons]:
+        result: list[WindowReasons] = []
+        async with self._tx.transaction() as conn:
+            for window in windows_ending_at(now, windows_days):
+                counts = await self._repo.leave_reason_counts(
+                    conn, shop_id, window.start, window.end
+                )
+                result.append(WindowReasons(window, summarise(counts)))
         return result
 
 

@@ -12,6 +12,7 @@ from email.utils import format_datetime, formataddr, parseaddr
 from functools import lru_cache
 from typing import Any, Final, Literal
 
+from relance_events.payloads import LEAVE_REASONS
 from relance_runtime.tokens import TokenSigner
 from relance_sender.dkim_signing import DkimpySigner, DkimSigner, MessageSigner
 from relance_sender.domain.request import SendRequest
@@ -76,7 +77,8 @@ class BuiltEmail:
 
 
 class TrackingLinks:
-    """Signed links for one message: pixel, clicks, unsubscribe and survey answers."""
+    """Signed links for one message: pixel, clicks, unsubscribe, survey answers and leave
+    reasons."""
 
     def __init__(self, signer: TokenSigner, public_url: str, request: SendRequest) -> None:
         self._signer = signer
@@ -91,6 +93,7 @@ class TrackingLinks:
         self._unsubscribe: str | None = None
         # Both parts link the same URLs: one token per URL.
         self._clicks: dict[str, str] = {}
+        self._reasons: dict[str, str] = {}
 
     def pixel(self) -> str:
         return f"{self._base}/t/o/{self._signer.mint('open', self._tracking)}.gif"
@@ -119,6 +122,16 @@ class TrackingLinks:
         claims = {**self._common, "o": order_id, "a": answer}
         return f"{self._base}/s/{self._signer.mint('survey', claims)}"
 
+    def reason(self, reason: str) -> str:
+        """One click on why the contact left; feedback serves `/r/` (confirm, then record)."""
+        link = self._reasons.get(reason)
+        if link is None:
+            if reason not in LEAVE_REASONS:
+                raise RenderError(f"unknown leave reason {reason!r}")
+            token = self._signer.mint("reason", {**self._tracking, "r": reason})
+            link = self._reasons[reason] = f"{self._base}/r/{token}"
+        return link
+
 
 class PlainLinks:
     """Untracked links, for transactional mail."""
@@ -131,6 +144,9 @@ class PlainLinks:
 
     def survey(self, answer: str) -> str:
         return self._inner.survey(answer)
+
+    def reason(self, reason: str) -> str:
+        return self._inner.reason(reason)
 
 
 def _feedback_part(value: str | None) -> str:

@@ -1,4 +1,5 @@
-"""PostgreSQL storage for answers, contact and order cards, and support alerts."""
+"""PostgreSQL storage for answers, leave reasons, contact and order cards, and support
+alerts."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import orjson
 
 from relance_feedback.domain.alerts import ContactCard, OrderCard, OrderLine
 from relance_feedback.domain.answers import Answer
+from relance_feedback.domain.leave_reasons import LeaveReasonRecord, ReasonCount
 from relance_feedback.domain.stats import AnswerCounts
 from relance_feedback.ports import (
     AlertCounts,
@@ -49,6 +51,22 @@ def _items_json(order: OrderCard) -> str:
     ).decode()
 
 
+def _leave_reason(row: Any) -> LeaveReasonRecord:
+    return LeaveReasonRecord(
+        reason_id=row["reason_id"],
+        shop_id=row["shop_id"],
+        message_id=row["message_id"],
+        contact_key=row["contact_key"],
+        plan=row["plan"],
+        step=row["step"],
+        reason=row["reason"],
+        comment=row["comment"],
+        first_given_at=row["first_given_at"],
+        given_at=row["given_at"],
+        revision=row["revision"],
+    )
+
+
 def _answer(row: Any) -> Answer:
     return Answer(
         answer_id=row["answer_id"],
@@ -68,7 +86,7 @@ def _answer(row: Any) -> Answer:
 
 
 class PostgresFeedbackRepository:
-    """`FeedbackRepository` on the tables of `migrations/0001_feedback.sql`."""
+    """`FeedbackRepository` on the tables of `migrations/` (0001 feedback, 0002 leave reasons)."""
 
     async def remember_contact(
         self, conn: Connection, shop_id: str, contact_key: str, card: ContactCard, now: datetime
@@ -355,3 +373,58 @@ class PostgresFeedbackRepository:
             end,
         )
         return AlertCounts(int(row["pending"]), int(row["sent"]), int(row["failed"]))
+
+    async def lock_leave_reason(
+        self, conn: Connection, shop_id: str, message_id: str
+    ) -> LeaveReasonRecord | None:
+        # As for answers: the first row may not exist yet, so lock the key itself.
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+            f"feedback.leave_reason\x1f{shop_id}\x1f{message_id}",
+        )
+        row = await conn.fetchrow(
+            "SELECT * FROM feedback_leave_reasons WHERE shop_id = $1 AND message_id = $2",
+            shop_id,
+            message_id,
+        )
+        return None if row is None else _leave_reason(row)
+
+    async def save_leave_reason(self, conn: Connection, record: LeaveReasonRecord) -> None:
+        await conn.execute(
+            """
+            INSERT INTO feedback_leave_reasons
+                (shop_id, message_id, reason_id, contact_key, plan, step, reason, comment,
+                 first_given_at, given_at, revision)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+            ON CONFLICT (shop_id, message_id) DO UPDATE SET
+                reason = EXCLUDED.reason, comment = EXCLUDED.comment,
+                given_at = EXCLUDED.given_at, revision = EXCLUDED.revision
+            """,
+            record.shop_id,
+            record.message_id,
+            record.reason_id,
+            record.contact_key,
+            record.plan,
+            record.step,
+            record.reason,
+            record.comment,
+            record.first_given_at,
+            record.given_at,
+            record.revision,
+        )
+
+    async def leave_reason_counts(
+        self, conn: Connection, shop_id: str, start: datetime, end: datetime
+    ) -> list[ReasonCount]:
+        rows = await conn.fetch(
+            """
+            SELECT plan, step, reason, count(*) AS n
+            FROM feedback_leave_reasons
+            WHERE shop_id = $1 AND given_at >= $2 AND given_at < $3
+            GROUP BY plan, step, reason
+            """,
+            shop_id,
+            start,
+            end,
+        )
+        return [ReasonCount(r["plan"], r["step"], r["reason"], int(r["n"])) for r in rows]

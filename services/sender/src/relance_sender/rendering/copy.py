@@ -12,6 +12,7 @@ Block = Literal[
     "promo",
     "recommendations",
     "survey",
+    "reasons",
     "reassurance",
     "loyalty",
     "review",

@@ -17,6 +17,7 @@ from jinja2.runtime import new_context
 from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup
 
+from relance_events.payloads import LEAVE_REASONS
 from relance_sender.domain.request import SendRequest
 from relance_sender.errors import RenderError
 from relance_sender.rendering import copy_en, copy_fr, layout
@@ -33,6 +34,8 @@ class Links(Protocol):
     def click(self, url: str) -> str: ...
 
     def survey(self, answer: str) -> str: ...
+
+    def reason(self, reason: str) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,6 +307,7 @@ class Renderer:
             else None,
             "signature": self._labels[locale]["signature"].format(shop=variables["shop"]["name"]),
             "blocks": step.blocks,
+            "leave_reasons": LEAVE_REASONS,
         }
         if html:
             for key in ("subject", "preheader", "heading", "cta_label"):

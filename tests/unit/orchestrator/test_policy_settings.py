@@ -17,13 +17,13 @@ from pydantic import ValidationError
 from relance_events.payloads import CustomTracked
 from relance_orchestrator.cli import simulate
 from relance_orchestrator.domain.errors import PlanDefinitionError
-from relance_orchestrator.domain.plan import Plan
 from relance_orchestrator.domain.policy import FrequencyCap, Policy
 from relance_orchestrator.domain.timing import SMS_DEFAULT_WINDOW, SendWindow
-from relance_orchestrator.plans.loader import load_plans, parse_plan
+from relance_orchestrator.plans.loader import load_plans
 from relance_orchestrator.settings import OrchestratorSettings, parse_send_window
 
 from .test_alias_context_cli import _events
+from .test_pressure import _alert
 
 T0 = datetime(2025, 3, 3, 12, 0, tzinfo=UTC)  # a Monday
 D = timedelta(days=1)
@@ -42,20 +42,6 @@ def _settings(monkeypatch: pytest.MonkeyPatch, **env: str) -> OrchestratorSettin
     for name, value in env.items():
         monkeypatch.setenv(PREFIX + name.upper(), value)
     return OrchestratorSettings()
-
-
-def _alert(name: str, priority: int) -> Plan:
-    return parse_plan(
-        f"""
-name: {name}
-priority: {priority}
-triggers: [{{event: custom, name: Ping, key: contact}}]
-reentry: {{on_retrigger: restart}}
-steps:
-  - name: alert
-    max_hold: {{days: 3}}
-"""
-    )
 
 
 def test_defaults_are_the_policy_defaults() -> None:

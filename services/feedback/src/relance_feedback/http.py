@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from relance_events.payloads import LeaveReason, SurveyAnswer
 from relance_feedback.domain.answers import COMMENT_MAX_CHARS, Submission
 from relance_feedback.domain.leave_reasons import ReasonSubmission
-from relance_feedback.domain.stats import parse_windows
+from relance_feedback.domain.stats import Window, parse_windows
 from relance_feedback.errors import InvalidAnswer, InvalidLeaveReason
 from relance_feedback.services import FeedbackService
 from relance_runtime.clock import Clock
@@ -159,6 +159,14 @@ def _confirm_form(intro: str, button: str) -> str:
         "</textarea></p>"
         f'<p><button type="submit">{escape(button)}</button></p></form>'
     )
+
+
+def _window_json(window: Window) -> dict[str, str]:
+    return {
+        "window": window.label,
+        "from": window.start.isoformat(),
+        "to": window.end.isoformat(),
+    }
 
 
 async def _shop(deps: FeedbackDeps, request: Request, kind: ApiKeyKind) -> str:
@@ -298,9 +306,7 @@ def build_router(deps: FeedbackDeps) -> APIRouter:
                 "as_of": now.isoformat(),
                 "windows": [
                     {
-                        "window": s.window.label,
-                        "from": s.window.start.isoformat(),
-                        "to": s.window.end.isoformat(),
+                        **_window_json(s.window),
                         "answers": {
                             "very_satisfied": s.answers.very_satisfied,
                             "satisfied": s.answers.satisfied,
@@ -340,9 +346,7 @@ def build_router(deps: FeedbackDeps) -> APIRouter:
                 "as_of": now.isoformat(),
                 "windows": [
                     {
-                        "window": s.window.label,
-                        "from": s.window.start.isoformat(),
-                        "to": s.window.end.isoformat(),
+                        **_window_json(s.window),
                         "reasons": {**s.reasons.reasons, "total": s.reasons.total},
                         "by_step": [
                             {

@@ -12,8 +12,9 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from html import escape
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request
@@ -103,16 +104,19 @@ def _survey_submission(claims: dict[str, Any], comment: str | None) -> Submissio
     if choice not in _CHOICES or not all(isinstance(claims.get(k), str) for k in keys):
         return None
     message_id = claims.get("m")
-    return Submission(
-        shop_id=claims["s"],
-        order_id=claims["o"],
-        contact_key=claims["c"],
-        choice=choice,
-        nps=None,
-        comment=comment,
-        origin="email",
-        message_id=message_id if isinstance(message_id, str) else None,
-    )
+    try:
+        return Submission(
+            shop_id=claims["s"],
+            order_id=claims["o"],
+            contact_key=claims["c"],
+            choice=choice,
+            nps=None,
+            comment=comment,
+            origin="email",
+            message_id=message_id if isinstance(message_id, str) else None,
+        )
+    except InvalidAnswer:
+        return None
 
 
 def _reason_submission(claims: dict[str, Any], comment: str | None) -> ReasonSubmission | None:
@@ -159,6 +163,46 @@ def _confirm_form(intro: str, button: str) -> str:
         "</textarea></p>"
         f'<p><button type="submit">{escape(button)}</button></p></form>'
     )
+
+
+S = TypeVar("S")
+
+
+async def _confirm(
+    deps: FeedbackDeps,
+    kind: str,
+    token: str,
+    request: Request,
+    submission_of: Callable[[dict[str, Any], str | None], S | None],
+    record: Callable[[S, datetime], Awaitable[object]],
+    what: str,
+) -> Response:
+    """The POST of a confirm page: a valid link of `kind`, a comment within bounds, then
+    `record` the submission the link stands for."""
+    try:
+        claims = deps.tokens.verify(kind, token)
+    except InvalidToken:
+        return _invalid_link()
+    comment, within_bounds = await _form_comment(request)
+    if not within_bounds:
+        return _too_long()
+    submission = submission_of(claims, comment)
+    if submission is None:
+        return _invalid_link()
+    await record(submission, deps.clock.now())
+    return _page("Thank you!", f"<p>Your {what} has been recorded.</p>")
+
+
+async def _stats_scope(
+    deps: FeedbackDeps, request: Request, windows: str | None
+) -> tuple[str, tuple[int, ...], datetime] | Response:
+    """The admin's shop, the `windows` asked for and now; or the error answer."""
+    shop_id = await _shop(deps, request, "admin")
+    try:
+        days = parse_windows(windows)
+    except ValueError as exc:
+        return _errors(400, ("windows", str(exc)))
+    return shop_id, days, deps.clock.now()
 
 
 def _window_json(window: Window) -> dict[str, str]:
@@ -209,21 +253,9 @@ def build_router(deps: FeedbackDeps) -> APIRouter:
 
     @router.post("/s/{token}", response_class=HTMLResponse, include_in_schema=False)
     async def survey_confirm(token: str, request: Request) -> Response:
-        try:
-            claims = deps.tokens.verify("survey", token)
-        except InvalidToken:
-            return _invalid_link()
-        comment, within_bounds = await _form_comment(request)
-        if not within_bounds:
-            return _too_long()
-        try:
-            submission = _survey_submission(claims, comment)
-        except InvalidAnswer:
-            return _invalid_link()
-        if submission is None:
-            return _invalid_link()
-        await deps.service.submit(submission, deps.clock.now())
-        return _page("Thank you!", "<p>Your answer has been recorded.</p>")
+        return await _confirm(
+            deps, "survey", token, request, _survey_submission, deps.service.submit, "answer"
+        )
 
     @router.get("/r/{token}", response_class=HTMLResponse, include_in_schema=False)
     async def reason_page(token: str) -> Response:
@@ -241,18 +273,9 @@ def build_router(deps: FeedbackDeps) -> APIRouter:
 
     @router.post("/r/{token}", response_class=HTMLResponse, include_in_schema=False)
     async def reason_confirm(token: str, request: Request) -> Response:
-        try:
-            claims = deps.tokens.verify("reason", token)
-        except InvalidToken:
-            return _invalid_link()
-        comment, within_bounds = await _form_comment(request)
-        if not within_bounds:
-            return _too_long()
-        submission = _reason_submission(claims, comment)
-        if submission is None:
-            return _invalid_link()
-        await deps.service.give_reason(submission, deps.clock.now())
-        return _page("Thank you!", "<p>Your reason has been recorded.</p>")
+        return await _confirm(
+            deps, "reason", token, request, _reason_submission, deps.service.give_reason, "reason"
+        )
 
     @router.post("/v1/surveys/answers")
     async def post_answer(request: Request) -> Response:
@@ -294,12 +317,10 @@ def build_router(deps: FeedbackDeps) -> APIRouter:
 
     @router.get("/v1/surveys/stats")
     async def get_stats(request: Request, windows: str | None = None) -> Response:
-        shop_id = await _shop(deps, request, "admin")
-        try:
-            days = parse_windows(windows)
-        except ValueError as exc:
-            return _errors(400, ("windows", str(exc)))
-        now = deps.clock.now()
+        scope = await _stats_scope(deps, request, windows)
+        if isinstance(scope, Response):
+            return scope
+        shop_id, days, now = scope
         stats = await deps.service.stats(shop_id, days, now)
         return JSONResponse(
             {
@@ -334,12 +355,10 @@ def build_router(deps: FeedbackDeps) -> APIRouter:
 
     @router.get("/v1/leave-reasons/stats")
     async def get_reason_stats(request: Request, windows: str | None = None) -> Response:
-        shop_id = await _shop(deps, request, "admin")
-        try:
-            days = parse_windows(windows)
-        except ValueError as exc:
-            return _errors(400, ("windows", str(exc)))
-        now = deps.clock.now()
+        scope = await _stats_scope(deps, request, windows)
+        if isinstance(scope, Response):
+            return scope
+        shop_id, days, now = scope
         stats = await deps.service.reason_stats(shop_id, days, now)
         return JSONResponse(
             {

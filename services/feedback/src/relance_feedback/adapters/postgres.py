@@ -25,6 +25,11 @@ from relance_feedback.ports import (
 )
 
 
+async def _lock_key(conn: Connection, *parts: str) -> None:
+    """A transaction-level lock on a key whose row may not exist yet."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", "\x1f".join(parts))
+
+
 class PoolTransactor:
     """`Transactor` over an asyncpg pool (`platform.pool`)."""
 
@@ -170,10 +175,7 @@ class PostgresFeedbackRepository:
     ) -> Answer | None:
         # The row may not exist yet, so lock the key itself: two first answers for the same
         # (order, contact) arriving together are applied one after the other.
-        await conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-            f"feedback.answer\x1f{shop_id}\x1f{order_id}\x1f{contact_key}",
-        )
+        await _lock_key(conn, "feedback.answer", shop_id, order_id, contact_key)
         row = await conn.fetchrow(
             "SELECT * FROM feedback_answers"
             " WHERE shop_id = $1 AND order_id = $2 AND contact_key = $3",
@@ -378,10 +380,7 @@ class PostgresFeedbackRepository:
         self, conn: Connection, shop_id: str, message_id: str
     ) -> LeaveReasonRecord | None:
         # As for answers: the first row may not exist yet, so lock the key itself.
-        await conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-            f"feedback.leave_reason\x1f{shop_id}\x1f{message_id}",
-        )
+        await _lock_key(conn, "feedback.leave_reason", shop_id, message_id)
         row = await conn.fetchrow(
             "SELECT * FROM feedback_leave_reasons WHERE shop_id = $1 AND message_id = $2",
             shop_id,
